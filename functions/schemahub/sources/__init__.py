@@ -1,0 +1,1 @@
+"""Exchange sources: HTTP behaviour, exchange specs and one paging module per style."""
