@@ -1,0 +1,227 @@
+"""The schemahub command line: a thin shell over the core library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+
+from schemahub import logs
+from schemahub.errors import SchemahubError
+
+log = logging.getLogger("schemahub.cli")
+
+
+def _since(text: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since {text!r} is not ISO-8601 (e.g. 2026-11-28T00:00:00Z)") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _base_urls(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        ex, sep, url = pair.partition("=")
+        if not sep or not url:
+            raise SchemahubError(f"--base-url {pair!r}: expected EXCHANGE=URL")
+        out[ex.strip().lower()] = url.strip()
+    return out
+
+
+class Progress:
+    """A single status line on a terminal: trades, pages, trades/s and ETA."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.t0 = time.monotonic()
+        self.trades = 0
+        self.pages = 0
+        self.remaining: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int) -> None:
+        with self.lock:
+            self.trades += n
+            self.pages += 1
+            self.remaining[f"{exchange}/{product_id}"] = max(0, head - cursor)
+            now = time.monotonic()
+            if not self.enabled or now - self.last < 0.25:
+                return
+            self.last = now
+            rate = self.trades / max(now - self.t0, 1e-6)
+            left = sum(self.remaining.values())
+            eta = f"ETA {left / rate:,.0f}s" if rate > 0 and left else "ETA -"
+            sys.stderr.write(f"\r{self.trades:,} trades  {self.pages:,} pages  {rate:,.0f} trades/s  {eta}   ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.pages:
+            sys.stderr.write("\n")
+
+
+def cmd_update_seed(args) -> int:
+    from schemahub.ingest import load_seed, make_source, seed_path, write_seed
+    from schemahub.sources.spec import available_exchanges
+
+    urls = _base_urls(args.base_url)
+    exchanges = [args.exchange] if args.exchange else available_exchanges(args.mappings)
+    seed = load_seed(args.mappings)
+    if not args.fetch:
+        for ex in exchanges:
+            for p in seed.get(ex, []):
+                print(f"{ex}\t{p.product_id}\t{p.symbol}")
+        return 0
+    for ex in exchanges:
+        source = make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings)
+        products = source.list_products()
+        if args.quote:
+            products = [p for p in products if p.quote in {q.upper() for q in args.quote}]
+        if args.limit:
+            products = products[: args.limit]
+        seed[ex] = products
+        print(f"{ex}: {len(products)} online products" + ("" if args.write else " (not written; add --write)"))
+        for p in products:
+            print(f"  {p.product_id}\t{p.symbol}")
+    if args.write:
+        print(f"wrote {write_seed(seed, args.mappings)}")
+    else:
+        print(f"would write {seed_path(args.mappings)}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from schemahub.ingest import ingest, load_seed, make_source, resolve_products
+    from schemahub.landing import IngestOptions
+    from schemahub.sources.spec import available_exchanges
+    from schemahub.store import open_store
+
+    urls = _base_urls(args.base_url)
+    store = None if args.dry_run else open_store(args.storage)
+    if store is None:
+        from schemahub.store import open_store as _open
+
+        store = _open(args.storage)  # read-only use: checkpoints for the plan
+    seed = load_seed(args.mappings)
+    exchanges = [args.exchange] if args.exchange else sorted(set(seed) & set(available_exchanges(args.mappings))) or ["coinbase"]
+    opts = IngestOptions(since=args.since, dry_run=args.dry_run, resume=args.resume,
+                         lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
+    deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
+    progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
+    results = []
+    for ex in exchanges:
+        source = make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings)
+        products = resolve_products(source, args.product if args.exchange or len(exchanges) == 1 else None, seed)
+        results += ingest(store, source, products, opts, workers=args.workers, deadline=deadline, progress=progress)
+    progress.done()
+    return _report(results, args.json)
+
+
+def _report(results, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+    else:
+        for r in results:
+            if r.status == "planned":
+                print(f"{r.exchange}/{r.product_id}: plan {json.dumps(r.plan, sort_keys=True)}")
+                continue
+            more = "  (more to do)" if r.more_to_do else ""
+            line = f"{r.exchange}/{r.product_id}: {r.status}  {r.trades} trades in {r.objects} objects  watermark {r.hi}{more}"
+            if r.adopted:
+                line += f"  adopted {r.adopted} from an earlier run"
+            if r.message:
+                line += f"  -- {r.message}"
+            print(line)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from schemahub.sim import CoinbaseSim, FaultPlan, default_books
+
+    rates = {}
+    for item in args.fault or []:
+        kind, _, p = item.partition("=")
+        rates[kind] = float(p or 0.05)
+    sim = CoinbaseSim(default_books(args.products.split(",") if args.products else None, initial=args.initial,
+                                    live_per_s=args.live), faults=FaultPlan(rates=rates))
+    url = sim.start(args.host, args.port)
+    print(f"coinbase simulator listening on {url}  (export SCHEMAHUB_COINBASE_BASE_URL={url})", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sim.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage", help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
+    common.add_argument("--mappings", help="mappings folder (default: $SCHEMAHUB_MAPPINGS or the repo's mappings/)")
+    common.add_argument("--base-url", action="append", metavar="EXCHANGE=URL",
+                        help="talk to another host for that exchange (also SCHEMAHUB_<EXCHANGE>_BASE_URL)")
+    common.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
+
+    p = argparse.ArgumentParser(prog="schemahub", description="Exact, gap-free crypto trades in one table.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("update-seed", parents=[common], help="build the product list from the exchange's listing")
+    s.add_argument("--exchange")
+    s.add_argument("--fetch", action="store_true", help="fetch the listing (otherwise print the current seed)")
+    s.add_argument("--write", action="store_true", help="write mappings/product_ids_seed.yaml")
+    s.add_argument("--quote", action="append", help="keep only these quote currencies (repeatable)")
+    s.add_argument("--limit", type=int, help="keep at most N products")
+    s.set_defaults(func=cmd_update_seed)
+
+    s = sub.add_parser("ingest", parents=[common], help="land new trades exactly once into raw/")
+    s.add_argument("--exchange")
+    s.add_argument("--product", action="append", help="unified product id (BTC-USD) or the exchange's symbol; repeatable")
+    s.add_argument("--since", type=_since, help="first run: first trade time to land; later: backfill down to it")
+    s.add_argument("--workers", type=int, default=4, help="products ingested in parallel (default 4)")
+    s.add_argument("--dry-run", action="store_true", help="write nothing; print the plan")
+    s.add_argument("--resume", action="store_true", help="only continue products that already have a checkpoint")
+    s.add_argument("--max-seconds", type=float, help="stop cleanly at a page boundary after this long")
+    s.add_argument("--lease-ttl", type=float, default=60.0, help="seconds a product lease lasts between renewals")
+    s.add_argument("--wait-lease", type=float, default=0.0, help="wait up to this long for a held lease (default: skip)")
+    s.add_argument("--json", action="store_true", help="print results as JSON")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("sim", help="run the offline exchange simulator")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--products", help="comma-separated product ids (default BTC-USD,ETH-USD,SOL-USD)")
+    s.add_argument("--initial", type=int, default=20_000, help="trades per product at start")
+    s.add_argument("--live", type=float, default=5.0, help="new trades per second per product")
+    s.add_argument("--fault", action="append", metavar="KIND=P", help="inject a fault with probability P (e.g. 429=0.05)")
+    s.set_defaults(func=cmd_sim, verbose=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(getattr(args, "verbose", False))
+    try:
+        return args.func(args)
+    except (SchemahubError, ValueError, OSError) as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"schemahub: error: {e}".splitlines()[0] if "\n" not in str(e) else f"schemahub: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

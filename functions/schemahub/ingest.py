@@ -1,0 +1,153 @@
+"""Ingest orchestration: resolve products, build sources, land products in parallel."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from schemahub.clock import SYSTEM_CLOCK, Clock
+from schemahub.config import default_mappings_dir
+from schemahub.errors import ConfigError, ExchangeBanned, SchemahubError
+from schemahub.landing import IngestOptions, Lander, ProductResult
+from schemahub.sources.base import Product, Source
+from schemahub.sources.http import HttpClient, RateLimiter
+from schemahub.sources.idwindow import build_source
+from schemahub.sources.spec import load_exchange, with_base_url
+from schemahub.store.base import ObjectStore
+
+SEED_FILE = "product_ids_seed.yaml"
+
+
+def make_source(
+    exchange: str,
+    *,
+    base_url: str | None = None,
+    rate: float | None = None,
+    mappings_dir: str | Path | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Source:
+    """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping."""
+    spec = load_exchange(exchange, mappings_dir)
+    if base_url:
+        spec = with_base_url(spec, base_url)
+    s = spec.source
+    rate = rate or float(os.environ.get(f"SCHEMAHUB_{exchange.upper()}_RATE_LIMIT", 0) or 0) or s.rate_limit.requests_per_second
+    burst = max(s.rate_limit.burst, int(rate)) if rate != s.rate_limit.requests_per_second else s.rate_limit.burst
+    http = HttpClient(
+        name=exchange,
+        rate=RateLimiter(rate, burst, clock),
+        timeout_s=float(os.environ.get("SCHEMAHUB_HTTP_TIMEOUT", 0) or s.timeout_s),
+        max_attempts=s.retry.max_attempts,
+        base_delay_s=s.retry.base_delay_s,
+        max_delay_s=s.retry.max_delay_s,
+        clock=clock,
+    )
+    return build_source(spec, http)
+
+
+# ----------------------------------------------------------------- the seed
+
+def seed_path(mappings_dir: str | Path | None = None) -> Path:
+    return Path(mappings_dir or default_mappings_dir()) / SEED_FILE
+
+
+def load_seed(mappings_dir: str | Path | None = None) -> dict[str, list[Product]]:
+    """The seeded products per exchange (empty if there is no seed file)."""
+    path = seed_path(mappings_dir)
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    out: dict[str, list[Product]] = {}
+    for exchange, items in (doc.get("exchanges") or {}).items():
+        prods = []
+        for n, item in enumerate(items or []):
+            try:
+                prods.append(Product(item["product_id"], str(item["symbol"]), item["base"], item["quote"]))
+            except (KeyError, TypeError):
+                raise ConfigError(
+                    f"{path}: exchanges.{exchange}[{n}]: needs product_id, symbol, base and quote"
+                ) from None
+        out[exchange] = prods
+    return out
+
+
+def write_seed(products: dict[str, list[Product]], mappings_dir: str | Path | None = None) -> Path:
+    path = seed_path(mappings_dir)
+    doc = {
+        "exchanges": {
+            ex: [{"product_id": p.product_id, "symbol": p.symbol, "base": p.base, "quote": p.quote} for p in prods]
+            for ex, prods in sorted(products.items())
+        }
+    }
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    header = f"# Products to ingest, per exchange. Written by `schemahub update-seed --fetch --write` on {stamp}; edit freely.\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def resolve_products(source: Source, wanted: list[str] | None, seed: dict[str, list[Product]]) -> list[Product]:
+    """Map --product values (unified id, or the exchange's own symbol) to Products."""
+    seeded = seed.get(source.exchange, [])
+    if not wanted:
+        if not seeded:
+            raise ConfigError(
+                f"no products seeded for {source.exchange}: pass --product, or run "
+                f"`schemahub update-seed --exchange {source.exchange} --fetch --write`"
+            )
+        return seeded
+    by_name = {}
+    listing: list[Product] | None = None
+    out = []
+    for p in seeded:
+        by_name[p.product_id.upper()] = p
+        by_name[p.symbol.upper()] = p
+    for name in wanted:
+        key = name.upper()
+        if key not in by_name and listing is None:
+            listing = source.list_products()
+            for p in listing:
+                by_name.setdefault(p.product_id.upper(), p)
+                by_name.setdefault(p.symbol.upper(), p)
+        if key not in by_name:
+            raise ConfigError(f"{source.exchange} has no online product {name!r}")
+        out.append(by_name[key])
+    return out
+
+
+def ingest(
+    store: ObjectStore,
+    source: Source,
+    products: list[Product],
+    opts: IngestOptions,
+    *,
+    workers: int = 1,
+    deadline: float | None = None,
+    progress=None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> list[ProductResult]:
+    """Land each product; one product's failure never stops the others."""
+    lander = Lander(store, source, clock=clock, progress=progress)
+    banned: list[str] = []
+
+    def one(p: Product) -> ProductResult:
+        if banned:
+            return ProductResult(source.exchange, p.product_id, status="skipped", message=f"exchange banned us: {banned[0]}")
+        try:
+            return lander.run(p, opts, deadline)
+        except ExchangeBanned as e:
+            banned.append(str(e))
+            return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
+        except SchemahubError as e:  # pragma: no cover - Lander.run converts these
+            return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
+
+    if workers <= 1 or len(products) <= 1:
+        return [one(p) for p in products]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        return list(pool.map(one, products))

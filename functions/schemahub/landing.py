@@ -1,0 +1,471 @@
+"""Exactly-once landing of raw trades: lease, checkpoint, create-only raw objects.
+
+Why it holds:
+- A raw object's key is derived from the cursor it starts at, and it covers
+  the cursor range (start, end] written in its header line. It is written
+  create-only, so each start cursor has at most one object.
+- The checkpoint's `hi` only ever moves to the `end` of the object at key(hi),
+  by compare-and-swap. The chain start -> end -> end' ... is therefore unique,
+  whoever walks it and however often they crash: a rerun that finds key(hi)
+  already written adopts that object's end instead of writing a second one.
+- Backfill walks its own chain from an older target up to `lo`, through keys
+  that are all below `lo`, so the two chains never share a key or a trade.
+- The lease only saves duplicate work between concurrent runs; correctness
+  does not depend on it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import socket
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from schemahub.clock import SYSTEM_CLOCK, Clock
+from schemahub.errors import ExchangeBanned, LeaseHeld, NotFound, PreconditionFailed, SchemahubError
+from schemahub.sources.base import Chunk, Product, Source
+from schemahub.sources.http import DeadlineReached
+from schemahub.store.base import ObjectStore
+
+log = logging.getLogger("schemahub.landing")
+
+RAW_FORMAT = "schemahub.raw/1"
+GZIP_LEVEL = 1  # raw JSONL compresses ~8x even at level 1; higher levels cost CPU on the hot path
+
+
+def raw_prefix(exchange: str, product_id: str) -> str:
+    return f"raw/{exchange}/{product_id}/"
+
+
+def raw_key(exchange: str, product_id: str, cursor: int) -> str:
+    return f"{raw_prefix(exchange, product_id)}{cursor:020d}.jsonl.gz"
+
+
+def checkpoint_key(exchange: str, product_id: str) -> str:
+    return f"checkpoints/{exchange}/{product_id}.json"
+
+
+def lease_key(exchange: str, product_id: str) -> str:
+    return f"leases/{exchange}/{product_id}.json"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- raw objects
+
+def encode_raw(header: dict, lines: list[bytes]) -> bytes:
+    """gzip(header line + one verbatim trade per line); deterministic bytes (mtime=0)."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    body = b"\n".join([head, *lines]) + b"\n"
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def read_raw(data: bytes) -> tuple[dict, list[bytes]]:
+    """Split a raw object into its header and its verbatim trade lines."""
+    text = gzip.decompress(data)
+    head, _, rest = text.partition(b"\n")
+    lines = rest.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return json.loads(head), lines
+
+
+def read_raw_header(data: bytes) -> dict:
+    """Decode only as much of the object as the header line needs."""
+    d = zlib.decompressobj(wbits=31)
+    buf = b""
+    for i in range(0, len(data), 4096):
+        buf += d.decompress(data[i : i + 4096])
+        if b"\n" in buf:
+            break
+    return json.loads(buf.partition(b"\n")[0])
+
+
+# ----------------------------------------------------------------- checkpoint
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Landed range (lo, hi] of cursors, plus an in-progress backfill (target, cursor]."""
+
+    exchange: str
+    product_id: str
+    lo: int
+    hi: int
+    backfill_target: int | None = None
+    backfill_cursor: int | None = None
+    etag: str = ""
+
+    def to_json(self) -> bytes:
+        doc = {
+            "exchange": self.exchange,
+            "product_id": self.product_id,
+            "lo": str(self.lo),
+            "hi": str(self.hi),
+            "backfill": None
+            if self.backfill_target is None
+            else {"target": str(self.backfill_target), "cursor": str(self.backfill_cursor)},
+            "updated_at": _iso(datetime.now(timezone.utc)),
+        }
+        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, etag: str) -> Checkpoint:
+        d = json.loads(data)
+        bf = d.get("backfill")
+        return cls(
+            d["exchange"], d["product_id"], int(d["lo"]), int(d["hi"]),
+            int(bf["target"]) if bf else None, int(bf["cursor"]) if bf else None, etag,
+        )
+
+
+class Checkpoints:
+    """Checkpoint objects, changed only by create-only and compare-and-swap writes."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def load(self, exchange: str, product_id: str) -> Checkpoint | None:
+        try:
+            obj = self.store.get(checkpoint_key(exchange, product_id))
+        except NotFound:
+            return None
+        return Checkpoint.from_json(obj.data, obj.etag)
+
+    def create(self, cp: Checkpoint) -> Checkpoint:
+        """Create the first checkpoint; if another run won the race, return theirs."""
+        key = checkpoint_key(cp.exchange, cp.product_id)
+        try:
+            etag = self.store.put(key, cp.to_json(), if_none_match=True)
+        except PreconditionFailed:
+            current = self.load(cp.exchange, cp.product_id)
+            assert current is not None
+            return current
+        return _replace(cp, etag=etag)
+
+    def update(self, cp: Checkpoint, change) -> Checkpoint:
+        """Apply change(current) -> new|None by compare-and-swap, re-reading on conflict.
+
+        change returns None when the current state already includes the change
+        (another run got there first); nothing is written then.
+        """
+        while True:
+            new = change(cp)
+            if new is None:
+                return cp
+            if new.hi < cp.hi or new.lo > cp.lo:
+                raise SchemahubError(f"refusing to move checkpoint of {cp.exchange}/{cp.product_id} backward: {cp} -> {new}")
+            try:
+                etag = self.store.put(checkpoint_key(cp.exchange, cp.product_id), new.to_json(), if_match=cp.etag)
+                return _replace(new, etag=etag)
+            except PreconditionFailed:
+                fresh = self.load(cp.exchange, cp.product_id)
+                assert fresh is not None
+                cp = fresh
+
+
+def _replace(cp: Checkpoint, **kw) -> Checkpoint:
+    from dataclasses import replace
+
+    return replace(cp, **kw)
+
+
+# ---------------------------------------------------------------------- lease
+
+class Lease:
+    """A product's lease: a conditional write with an expiry, renewed as the run goes."""
+
+    def __init__(self, store: ObjectStore, exchange: str, product_id: str, ttl_s: float, clock: Clock) -> None:
+        self.store = store
+        self.key = lease_key(exchange, product_id)
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.etag: str | None = None
+        self.renewed_at = 0.0
+
+    def _doc(self, expires_at: float) -> bytes:
+        return json.dumps(
+            {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires_at}
+        ).encode()
+
+    def acquire(self) -> None:
+        """Take the lease or raise LeaseHeld naming the holder."""
+        doc = self._doc(self.clock.time() + self.ttl_s)
+        try:
+            self.etag = self.store.put(self.key, doc, if_none_match=True)
+        except PreconditionFailed:
+            try:
+                cur = self.store.get(self.key)
+            except NotFound:
+                return self.acquire()
+            held = json.loads(cur.data)
+            if not self._stale(held):
+                raise LeaseHeld(
+                    f"lease {self.key} is held by {held.get('owner')} for {held['expires_at'] - self.clock.time():.0f}s more"
+                ) from None
+            try:
+                self.etag = self.store.put(self.key, doc, if_match=cur.etag)
+            except PreconditionFailed:
+                raise LeaseHeld(f"lease {self.key} was taken by another run just now") from None
+        self.renewed_at = self.clock.monotonic()
+
+    def _stale(self, held: dict) -> bool:
+        if held.get("expires_at", 0) <= self.clock.time():
+            return True
+        # A holder on this machine whose process is gone cannot be running: take over now.
+        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+            try:
+                os.kill(held["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def renew_if_due(self) -> None:
+        if self.clock.monotonic() - self.renewed_at < self.ttl_s / 3:
+            return
+        try:
+            self.etag = self.store.put(self.key, self._doc(self.clock.time() + self.ttl_s), if_match=self.etag)
+        except PreconditionFailed:
+            raise LeaseHeld(f"lease {self.key} was lost (expired and taken over); stopping this product") from None
+        self.renewed_at = self.clock.monotonic()
+
+    def release(self) -> None:
+        if self.etag is None:
+            return
+        try:
+            self.store.put(self.key, self._doc(0.0), if_match=self.etag)
+        except PreconditionFailed:
+            pass
+        self.etag = None
+
+
+# ---------------------------------------------------------------------- runs
+
+@dataclass
+class ProductResult:
+    """What one product's run did; the CLI prints it and the Lambda returns it."""
+
+    exchange: str
+    product_id: str
+    status: str = "ok"  # ok | skipped | failed | planned
+    trades: int = 0
+    objects: int = 0
+    adopted: int = 0
+    pages: int = 0
+    more_to_do: bool = False
+    lo: int | None = None
+    hi: int | None = None
+    head: int | None = None
+    message: str = ""
+    plan: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
+
+
+@dataclass
+class IngestOptions:
+    since: datetime | None = None
+    dry_run: bool = False
+    resume: bool = False
+    lease_ttl_s: float = 60.0
+    wait_for_lease_s: float = 0.0
+
+
+class Lander:
+    """Lands one exchange's products into a store, exactly once."""
+
+    def __init__(self, store: ObjectStore, source: Source, *, clock: Clock = SYSTEM_CLOCK, progress=None) -> None:
+        self.store = store
+        self.source = source
+        self.clock = clock
+        self.checkpoints = Checkpoints(store)
+        self.progress = progress
+
+    @property
+    def exchange(self) -> str:
+        return self.source.exchange
+
+    def run(self, product: Product, opts: IngestOptions, deadline: float | None = None) -> ProductResult:
+        """Ingest one product until caught up or the deadline; never raises for exchange trouble."""
+        res = ProductResult(self.exchange, product.product_id)
+        try:
+            if opts.dry_run:
+                return self._plan(product, opts, res, deadline)
+            lease = Lease(self.store, self.exchange, product.product_id, opts.lease_ttl_s, self.clock)
+            self._acquire(lease, opts, deadline)
+            try:
+                self._run(product, opts, res, lease, deadline)
+            finally:
+                lease.release()
+        except LeaseHeld as e:
+            res.status, res.message = "skipped", str(e)
+        except DeadlineReached as e:
+            res.more_to_do, res.message = True, str(e)
+        except ExchangeBanned:
+            raise
+        except SchemahubError as e:
+            res.status, res.message = "failed", str(e)
+            log.error("%s/%s failed: %s", self.exchange, product.product_id, e)
+        return res
+
+    def _acquire(self, lease: Lease, opts: IngestOptions, deadline: float | None) -> None:
+        give_up = self.clock.monotonic() + opts.wait_for_lease_s
+        while True:
+            try:
+                return lease.acquire()
+            except LeaseHeld:
+                now = self.clock.monotonic()
+                if now >= give_up or (deadline is not None and now + 1 > deadline):
+                    raise
+                self.clock.sleep(min(1.0, give_up - now))
+
+    def _since(self, opts: IngestOptions) -> datetime:
+        return opts.since or (self.clock.now() - self.source.spec.source.lookback)
+
+    def _plan(self, product: Product, opts: IngestOptions, res: ProductResult, deadline) -> ProductResult:
+        res.status = "planned"
+        cp = self.checkpoints.load(self.exchange, product.product_id)
+        head = self.source.head(product.symbol, deadline)
+        res.head = head
+        if cp is None:
+            if opts.resume:
+                res.status, res.message = "skipped", "no checkpoint and --resume given: would not start this product"
+                return res
+            start = self.source.start_cursor(product.symbol, self._since(opts), head, deadline)
+            res.plan = {"first_run": True, "since": _iso(self._since(opts)), "start_cursor": start, "to_land": head - start}
+        else:
+            res.lo, res.hi = cp.lo, cp.hi
+            res.plan = {"first_run": False, "from_cursor": cp.hi, "to_land": max(0, head - cp.hi)}
+            if cp.backfill_target is not None:
+                res.plan["backfill_in_progress"] = {"target": cp.backfill_target, "cursor": cp.backfill_cursor}
+            elif opts.since is not None:
+                start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
+                if start < cp.lo:
+                    res.plan["backfill"] = {"target": start, "to_land": cp.lo - start}
+        res.plan["pages"] = -(-(res.plan.get("to_land", 0) + res.plan.get("backfill", {}).get("to_land", 0)) // self.source.spec.source.trades.page_size)
+        return res
+
+    def _run(self, product: Product, opts: IngestOptions, res: ProductResult, lease: Lease, deadline) -> None:
+        pid = product.product_id
+        head = self.source.head(product.symbol, deadline)
+        res.head = head
+        cp = self.checkpoints.load(self.exchange, pid)
+        if cp is None:
+            if opts.resume:
+                res.status, res.message = "skipped", "no checkpoint and --resume given"
+                return
+            existing = next(iter(self.store.list(raw_prefix(self.exchange, pid))), None)
+            if existing is not None:
+                raise SchemahubError(
+                    f"{checkpoint_key(self.exchange, pid)} is missing but raw objects exist (e.g. {existing.key}); "
+                    "restore the checkpoint before ingesting, or new objects could overlap old ones"
+                )
+            start = self.source.start_cursor(product.symbol, self._since(opts), head, deadline)
+            cp = self.checkpoints.create(Checkpoint(self.exchange, pid, start, start))
+        elif opts.since is not None and cp.backfill_target is None:
+            start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
+            if start < cp.lo:
+                target = start
+                cp = self.checkpoints.update(
+                    cp,
+                    lambda c: None
+                    if c.backfill_target is not None or target >= c.lo
+                    else _replace(c, backfill_target=target, backfill_cursor=target),
+                )
+        forward_done = False
+        while True:
+            if deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
+                res.more_to_do = True
+                break
+            lease.renew_if_due()
+            if not forward_done:
+                chunk_start = cp.hi
+                end, caught_up = self._land_one(product, chunk_start, None, head, res, deadline)
+                cp = self.checkpoints.update(cp, lambda c: None if c.hi >= end else _replace(c, hi=end))
+                forward_done = caught_up
+            elif cp.backfill_target is not None:
+                cursor, upper = cp.backfill_cursor, cp.lo
+                end, _ = self._land_one(product, cursor, upper, head, res, deadline)
+                cp = self.checkpoints.update(cp, lambda c: _advance_backfill(c, end))
+            else:
+                break
+        res.lo, res.hi = cp.lo, cp.hi
+
+    _last_chunk_s = 0.5
+
+    def _chunk_estimate(self) -> float:
+        return max(1.0, 2 * self._last_chunk_s)
+
+    def _land_one(self, product: Product, start: int, upper: int | None, head: int, res: ProductResult, deadline):
+        """Land the chunk that starts at `start`; return (end, caught_up)."""
+        key = raw_key(self.exchange, product.product_id, start)
+        existing = self._existing_end(key)
+        if existing is not None:
+            # A crashed or concurrent run already landed this chunk: adopt it.
+            res.adopted += 1
+            return existing, False
+        t0 = self.clock.monotonic()
+        chunk = self.source.fetch(product.symbol, start, head=head, upper=upper, deadline=deadline)
+        res.pages += 1
+        end = chunk.end
+        if chunk.lines:
+            data = encode_raw(self._header(product, chunk), chunk.lines)
+            try:
+                self.store.put(key, data, if_none_match=True)
+                res.objects += 1
+                res.trades += len(chunk.lines)
+            except PreconditionFailed:
+                end = self._existing_end(key)
+                assert end is not None
+                res.adopted += 1
+        self._last_chunk_s = self.clock.monotonic() - t0
+        if self.progress:
+            self.progress(self.exchange, product.product_id, len(chunk.lines), end, head)
+        return end, chunk.caught_up
+
+    def _existing_end(self, key: str) -> int | None:
+        try:
+            obj = self.store.get(key)
+        except NotFound:
+            return None
+        return int(read_raw_header(obj.data)["cursor_end"])
+
+    def _header(self, product: Product, chunk: Chunk) -> dict:
+        return {
+            "format": RAW_FORMAT,
+            "exchange": self.exchange,
+            "product_id": product.product_id,
+            "symbol": product.symbol,
+            "cursor_start": str(chunk.start),
+            "cursor_end": str(chunk.end),
+            "count": len(chunk.lines),
+            "min_id": chunk.min_id,
+            "max_id": chunk.max_id,
+            "fetched_at": _iso(self.clock.now()),
+            "request": chunk.request,
+        }
+
+
+def _advance_backfill(c: Checkpoint, end: int) -> Checkpoint | None:
+    if c.backfill_target is None or c.backfill_cursor >= end:
+        return None
+    if end >= c.lo:
+        return _replace(c, lo=c.backfill_target, backfill_target=None, backfill_cursor=None)
+    return _replace(c, backfill_cursor=end)
+
+
+def iter_raw(store: ObjectStore, exchange: str, product_id: str):
+    """Yield (key, header, lines) for every raw object of a product, in key order."""
+    for info in store.list(raw_prefix(exchange, product_id)):
+        header, lines = read_raw(store.get(info.key).data)
+        yield info.key, header, lines
