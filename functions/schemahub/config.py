@@ -90,10 +90,9 @@ def format_validation_error(e: ValidationError, path: str, lines: dict[tuple, in
     out = []
     for err in e.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # pydantic puts union/tagged member names in loc; keep only keys present in the YAML.
-        yaml_loc = tuple(p for p in loc if any(p in k for k in lines if k)) or loc
-        line = _line_for(yaml_loc, lines)
-        key = ".".join(str(p) for p in yaml_loc) or "(top level)"
+        # A missing key has no line of its own: point at its nearest parent.
+        line = _line_for(loc, lines)
+        key = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"

@@ -401,37 +401,56 @@ class Lander:
                 break
         res.lo, res.hi = cp.lo, cp.hi
 
-    _last_chunk_s = 0.5
+    _last_chunk_s = 0.5  # seconds one page took; sizes the margin kept before a deadline
 
     def _chunk_estimate(self) -> float:
         return max(1.0, 2 * self._last_chunk_s)
 
     def _land_one(self, product: Product, start: int, upper: int | None, head: int, res: ProductResult, deadline):
-        """Land the chunk that starts at `start`; return (end, caught_up)."""
+        """Land the raw object that starts at `start` (up to pages_per_object pages); return (end, caught_up)."""
         key = raw_key(self.exchange, product.product_id, start)
         existing = self._existing_end(key)
         if existing is not None:
-            # A crashed or concurrent run already landed this chunk: adopt it.
+            # A crashed or concurrent run already landed this object: adopt it.
             res.adopted += 1
             return existing, False
-        t0 = self.clock.monotonic()
-        chunk = self.source.fetch(product.symbol, start, head=head, upper=upper, deadline=deadline)
-        res.pages += 1
-        end = chunk.end
-        if chunk.lines:
-            data = encode_raw(self._header(product, chunk), chunk.lines)
+        lines: list[bytes] = []
+        requests: list[str] = []
+        spans: list[int | None] = [None, None]  # min and max trade id landed
+        cursor, caught_up = start, False
+        for n in range(self.source.spec.source.trades.pages_per_object):
+            if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
+                break
+            t0 = self.clock.monotonic()
+            chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
+            self._last_chunk_s = self.clock.monotonic() - t0
+            cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
+            if caught_up or (upper is not None and cursor >= upper):
+                break
+        end = cursor
+        if lines:
+            header = self._header(product, start, end, len(lines), spans[0], spans[1], requests)
             try:
-                self.store.put(key, data, if_none_match=True)
+                self.store.put(key, encode_raw(header, lines), if_none_match=True)
                 res.objects += 1
-                res.trades += len(chunk.lines)
+                res.trades += len(lines)
             except PreconditionFailed:
                 end = self._existing_end(key)
                 assert end is not None
                 res.adopted += 1
-        self._last_chunk_s = self.clock.monotonic() - t0
+        return end, caught_up
+
+    def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
+        if chunk.request:
+            res.pages += 1
+            requests.append(chunk.request)
+        lines += chunk.lines
+        if chunk.min_id is not None:
+            spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
+            spans[1] = chunk.max_id if spans[1] is None else max(spans[1], chunk.max_id)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(chunk.lines), end, head)
-        return end, chunk.caught_up
+            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end, head)
+        return chunk.end, chunk.caught_up
 
     def _existing_end(self, key: str) -> int | None:
         try:
@@ -440,19 +459,19 @@ class Lander:
             return None
         return int(read_raw_header(obj.data)["cursor_end"])
 
-    def _header(self, product: Product, chunk: Chunk) -> dict:
+    def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str]) -> dict:
         return {
             "format": RAW_FORMAT,
             "exchange": self.exchange,
             "product_id": product.product_id,
             "symbol": product.symbol,
-            "cursor_start": str(chunk.start),
-            "cursor_end": str(chunk.end),
-            "count": len(chunk.lines),
-            "min_id": chunk.min_id,
-            "max_id": chunk.max_id,
+            "cursor_start": str(start),
+            "cursor_end": str(end),
+            "count": count,
+            "min_id": min_id,
+            "max_id": max_id,
             "fetched_at": _iso(self.clock.now()),
-            "request": chunk.request,
+            "requests": requests,
         }
 
 

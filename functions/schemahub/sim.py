@@ -238,6 +238,10 @@ class CoinbaseSim:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -247,8 +251,13 @@ class CoinbaseSim:
                 self.send_header("Content-Length", str(len(body)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
+                self._write_all(body)
+
+            def _write_all(self, body: bytes) -> None:
+                # Headers and body in one write, as real servers do (no Nagle/delayed-ACK stalls).
+                self._headers_buffer.append(b"\r\n")
+                self.wfile.write(b"".join(self._headers_buffer) + body)
+                self._headers_buffer = []
 
             def do_GET(self) -> None:
                 sim.requests.append(self.path)
@@ -259,8 +268,7 @@ class CoinbaseSim:
                         if k.lower() not in ("connection", "content-length", "transfer-encoding"):
                             self.send_header(k, v)
                     self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self._write_all(body)
                     return
                 parts = urlsplit(self.path)
                 q = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from schemahub.sources.http import HttpClient, Response, Retryable
-from schemahub.sources.jsonsplit import JSONShapeError, split_records
+from schemahub.sources.jsonsplit import JSONShapeError, split_compact_array, split_records
 from schemahub.sources.spec import ExchangeSpec
 
 
@@ -75,12 +75,19 @@ class Source(abc.ABC):
         body = resp.body
         if body[:1] == b"<" or "html" in (resp.headers.get("Content-Type") or "").lower():
             raise Retryable(f"HTML instead of JSON ({len(body)} bytes)")
+        if not records_path:
+            fast = split_compact_array(body)
+            if fast is not None:
+                return ParsedPage(fast[0], fast[0], fast[1])
         try:
             text = body.decode("utf-8")
             doc, records, spans = split_records(text, records_path)
         except (UnicodeDecodeError, JSONShapeError) as e:
             raise Retryable(f"unusable JSON ({len(body)} bytes): {e}") from None
-        lines = [text[a:b].encode("utf-8") for a, b in spans]
+        if len(text) == len(body):  # ASCII: character offsets are byte offsets
+            lines = [body[a:b] for a, b in spans]
+        else:
+            lines = [text[a:b].encode("utf-8") for a, b in spans]
         if "\n" in text or "\r" in text:
             # One trade per line: JSON forbids raw line breaks inside strings, so
             # any line break in an element is whitespace between tokens. Dropping

@@ -9,6 +9,7 @@ window is the same on every retry.
 from __future__ import annotations
 
 from datetime import datetime
+from operator import itemgetter
 
 from schemahub.sources.base import Chunk, Product, Source, parse_time
 from schemahub.sources.http import Retryable
@@ -30,7 +31,7 @@ class IdWindowSource(Source):
         def parse(resp):
             page = self.parse_page(resp, self.records_path)
             try:
-                ids = [int(r[self.t.id_field]) for r in page.records]
+                ids = list(map(int, map(itemgetter(self.t.id_field), page.records)))
             except (KeyError, TypeError, ValueError) as e:
                 raise Retryable(f"a record lacks an integer {self.t.id_field!r}: {e}") from None
             return page, ids
@@ -87,17 +88,22 @@ class IdWindowSource(Source):
             return Chunk(start=cursor, end=cursor, lines=[], request="", caught_up=True)
         params = {self.p.newer_param: cursor, self.p.older_param: top + 1, self.p.limit_param: self.t.page_size}
         page, ids, resp = self._page(symbol, params, deadline)
-        keep = [i for i, x in enumerate(ids) if cursor < x <= top]
-        lines = [page.lines[i] for i in keep] if len(keep) != len(ids) else page.lines
-        kept_ids = [ids[i] for i in keep]
+        lo_id, hi_id = (min(ids), max(ids)) if ids else (None, None)
+        lines = page.lines
+        if ids and not (cursor < lo_id and hi_id <= top):
+            # Defensive: never land a trade outside the window we asked for.
+            keep = [i for i, x in enumerate(ids) if cursor < x <= top]
+            lines = [page.lines[i] for i in keep]
+            kept = [ids[i] for i in keep]
+            lo_id, hi_id = (min(kept), max(kept)) if kept else (None, None)
         return Chunk(
             start=cursor,
             end=top,
             lines=lines,
             request=resp.url[len(self.base_url):],
             caught_up=top >= head,
-            min_id=min(kept_ids, default=None),
-            max_id=max(kept_ids, default=None),
+            min_id=lo_id,
+            max_id=hi_id,
         )
 
 

@@ -58,6 +58,7 @@ class TradesSpec(_Strict):
     time_field: str
     time_format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"]
     page_size: int = Field(ge=1, le=10000)
+    pages_per_object: int = Field(default=10, ge=1, le=100, description="pages landed together in one raw object")
     pagination: IdWindowPagination
 
     @field_validator("path")

@@ -1,0 +1,60 @@
+"""The CLI as users run it: commands, exit codes, one-line errors, JSON logs, update-seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from schemahub.sim import Book, CoinbaseSim
+from tests.conftest import ROOT
+
+
+def _run(args, env_extra=None, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"), SCHEMAHUB_COINBASE_RATE_LIMIT="500")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "schemahub.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_update_seed_keeps_online_products_and_writes_the_seed(tmp_path):
+    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    (tmp_path / "m" / "product_ids_seed.yaml").unlink(missing_ok=True)
+    offline = [{"id": "OLD-USD", "base_currency": "OLD", "quote_currency": "USD", "status": "delisted", "trading_disabled": False},
+               {"id": "HALT-USD", "base_currency": "HALT", "quote_currency": "USD", "status": "online", "trading_disabled": True}]
+    with CoinbaseSim([Book("BTC-USD"), Book("ETH-USD")], extra_products=offline) as sim:
+        r = _run(["update-seed", "--exchange", "coinbase", "--fetch", "--write", "--mappings", str(tmp_path / "m"),
+                  "--base-url", f"coinbase={sim.url}"])
+    assert r.returncode == 0, r.stderr
+    seed = yaml.safe_load((tmp_path / "m" / "product_ids_seed.yaml").read_text())
+    assert [p["product_id"] for p in seed["exchanges"]["coinbase"]] == ["BTC-USD", "ETH-USD"]
+
+
+def test_ingest_then_dry_run_plan_and_json_logs(tmp_path):
+    book = Book("BTC-USD", initial=2500, interval_us=1_000_000)
+    with CoinbaseSim([book]) as sim:
+        env = {"SCHEMAHUB_COINBASE_BASE_URL": sim.url, "SCHEMAHUB_LOG_FORMAT": "json"}
+        store = str(tmp_path / "d")
+        r = _run(["ingest", "--exchange", "coinbase", "--product", "btc-usd", "--storage", store, "--json", "--verbose"], env)
+        assert r.returncode == 0, r.stderr
+        [res] = json.loads(r.stdout)
+        assert res["status"] == "ok" and res["hi"] == book.head()
+        assert all(json.loads(line)["level"] for line in r.stderr.splitlines() if line.strip())
+        book.initial += 1500
+        r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", store, "--dry-run"], env)
+        assert r.returncode == 0 and '"to_land": 1500' in r.stdout
+        assert not any("00000000000%d" % (book.head() - 1500) in f for f in os.listdir(f"{store}/raw/coinbase/BTC-USD"))
+
+
+def test_failures_exit_nonzero_with_a_one_line_error(tmp_path):
+    r = _run(["ingest", "--exchange", "nosuch", "--product", "BTC-USD", "--storage", str(tmp_path)])
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[0]]
+    assert "unknown exchange 'nosuch'" in r.stderr and "Traceback" not in r.stderr
+    # An unreachable exchange: the product fails loudly, exit 1.
+    r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", str(tmp_path)],
+             {"SCHEMAHUB_COINBASE_BASE_URL": "http://127.0.0.1:9", "SCHEMAHUB_HTTP_TIMEOUT": "0.2"}, timeout=300)
+    assert r.returncode == 1 and "failed" in r.stderr
