@@ -26,3 +26,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) data demo-data .pytest_cache
+
+demo: install
+	$(BIN)/python -m schemahub.cli demo

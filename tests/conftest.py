@@ -30,13 +30,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serialized_moto_server(port: int):
+    """moto's threaded server, processing one request at a time.
+
+    Real S3 evaluates If-None-Match / If-Match atomically. moto checks and
+    writes in separate steps, so two threads can both pass a check (a lost
+    update seen in CI under load). One request at a time restores S3's
+    atomicity while connections stay concurrent.
+    """
+    import threading
+
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class Serialized(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def serialized(environ, start_response):
+                with lock:
+                    return list(app(environ, start_response))
+
+            self._server = make_server(self._ip_address, self._port, serialized, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Serialized(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto in server mode: our code speaks real S3 HTTP to 127.0.0.1."""
-    from moto.server import ThreadedMotoServer
-
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _serialized_moto_server(port)
     server.start()
     url = f"http://127.0.0.1:{port}"
     old = os.environ.get("AWS_ENDPOINT_URL")

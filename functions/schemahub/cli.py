@@ -154,8 +154,8 @@ def cmd_sim(args) -> int:
     for item in args.fault or []:
         kind, _, p = item.partition("=")
         rates[kind] = float(p or 0.05)
-    sim = CoinbaseSim(default_books(args.products.split(",") if args.products else None, initial=args.initial,
-                                    live_per_s=args.live), faults=FaultPlan(rates=rates))
+    sim = CoinbaseSim(default_books(args.products.split(",") if args.products else None, live_per_s=args.live,
+                                    epoch=DEMO_EPOCH), faults=FaultPlan(rates=rates))
     url = sim.start(args.host, args.port)
     print(f"coinbase simulator listening on {url}  (export SCHEMAHUB_COINBASE_BASE_URL={url})", flush=True)
     try:
@@ -164,6 +164,29 @@ def cmd_sim(args) -> int:
     except KeyboardInterrupt:
         sim.stop()
     return 0
+
+
+def cmd_demo(args) -> int:
+    """Offline: start the simulator, ingest every seeded product into ./demo-data, show what landed."""
+    from schemahub.ingest import ingest, load_seed, make_source
+    from schemahub.landing import IngestOptions, iter_raw
+    from schemahub.sim import DEMO_EPOCH, CoinbaseSim, default_books
+    from schemahub.store import open_store
+
+    products = load_seed(args.mappings).get("coinbase", [])
+    with CoinbaseSim(default_books([p.product_id for p in products], live_per_s=1.0, epoch=DEMO_EPOCH)) as sim:
+        print(f"simulated Coinbase Exchange API at {sim.url}")
+        source = make_source("coinbase", base_url=sim.url, rate=200, mappings_dir=args.mappings)
+        store = open_store(args.storage or "./demo-data")
+        progress = Progress(enabled=sys.stderr.isatty())
+        results = ingest(store, source, products, IngestOptions(), workers=len(products), progress=progress)
+        progress.done()
+    code = _report(results, False)
+    for p in products:
+        n = sum(len(lines) for _, _, lines in iter_raw(store, "coinbase", p.product_id))
+        print(f"  {store.uri}/raw/coinbase/{p.product_id}/: {n:,} trades in total")
+    print("run `make demo` again: only the trades that arrived since are landed (transform and SQL come with issue #3)")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,12 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print results as JSON")
     s.set_defaults(func=cmd_ingest)
 
+    s = sub.add_parser("demo", parents=[common], help="offline: simulator -> ingest into ./demo-data")
+    s.set_defaults(func=cmd_demo)
+
     s = sub.add_parser("sim", help="run the offline exchange simulator")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--products", help="comma-separated product ids (default BTC-USD,ETH-USD,SOL-USD)")
-    s.add_argument("--initial", type=int, default=20_000, help="trades per product at start")
-    s.add_argument("--live", type=float, default=5.0, help="new trades per second per product")
+    s.add_argument("--live", type=float, default=1.0, help="trades per second per product (they have flowed since 2026-11-01)")
     s.add_argument("--fault", action="append", metavar="KIND=P", help="inject a fault with probability P (e.g. 429=0.05)")
     s.set_defaults(func=cmd_sim, verbose=False)
     return p

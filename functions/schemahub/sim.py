@@ -52,6 +52,7 @@ class Book:
         base_cents: int = 6_000_000,
         seed: int = 1,
         start_us: int | None = None,
+        t0: float | None = None,
         clock=time.time,
     ) -> None:
         self.product_id = product_id
@@ -62,7 +63,7 @@ class Book:
         self.base_cents = base_cents
         self.seed = seed
         self.clock = clock
-        self.t0 = clock()
+        self.t0 = clock() if t0 is None else t0
         self.start_us = start_us if start_us is not None else int(self.t0 * 1e6) - initial * interval_us
         self.trade_bytes = lru_cache(maxsize=262_144)(self._trade_bytes)
 
@@ -350,12 +351,23 @@ class CoinbaseSim:
         self.stop()
 
 
-def default_books(products: list[str] | None = None, *, initial: int = 20_000, live_per_s: float = 5.0) -> list[Book]:
-    """Realistic demo books: BTC, ETH and SOL against USD, each with its own seed and price."""
+DEMO_EPOCH = 1_793_491_200.0  # 2026-11-01T00:00:00Z
+
+
+def default_books(products: list[str] | None = None, *, initial: int = 20_000, live_per_s: float = 5.0,
+                  epoch: float | None = None) -> list[Book]:
+    """Realistic books: BTC, ETH and SOL against USD, each with its own seed and price.
+
+    With `epoch`, trades have flowed at live_per_s since that moment, so the
+    same id has the same content on every start and new ids keep arriving in
+    real time: a restarted simulator behaves like the same exchange.
+    """
     prices = {"BTC-USD": 6_500_000, "ETH-USD": 350_000, "SOL-USD": 15_000, "BTC-USDT": 6_500_500}
     names = products or ["BTC-USD", "ETH-USD", "SOL-USD"]
+    interval = int(1e6 / max(live_per_s, 1.0))
+    anchored = dict(initial=0, t0=epoch, start_us=int(epoch * 1e6)) if epoch is not None else dict(initial=initial)
     return [
-        Book(p, first_id=10_000_000 * (k + 1), initial=initial, live_per_s=live_per_s,
-             interval_us=int(1e6 / max(live_per_s, 1.0)), base_cents=prices.get(p, 100_000), seed=k + 1)
+        Book(p, first_id=10_000_000 * (k + 1), live_per_s=live_per_s, interval_us=interval,
+             base_cents=prices.get(p, 100_000), seed=k + 1, **anchored)
         for k, p in enumerate(names)
     ]
