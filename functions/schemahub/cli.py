@@ -104,11 +104,7 @@ def cmd_ingest(args) -> int:
     from schemahub.store import open_store
 
     urls = _base_urls(args.base_url)
-    store = None if args.dry_run else open_store(args.storage)
-    if store is None:
-        from schemahub.store import open_store as _open
-
-        store = _open(args.storage)  # read-only use: checkpoints for the plan
+    store = open_store(args.storage)  # a dry run only reads checkpoints
     seed = load_seed(args.mappings)
     exchanges = [args.exchange] if args.exchange else sorted(set(seed) & set(available_exchanges(args.mappings))) or ["coinbase"]
     opts = IngestOptions(since=args.since, dry_run=args.dry_run, resume=args.resume,

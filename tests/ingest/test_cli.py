@@ -46,6 +46,8 @@ def test_ingest_then_dry_run_plan_and_json_logs(tmp_path):
         book.initial += 1500
         r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", store, "--dry-run"], env)
         assert r.returncode == 0 and '"to_land": 1500' in r.stdout
+        r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", str(tmp_path / "fresh"), "--dry-run"], env)
+        assert r.returncode == 0 and "first_run" in r.stdout and not (tmp_path / "fresh").exists()
         assert not any("00000000000%d" % (book.head() - 1500) in f for f in os.listdir(f"{store}/raw/coinbase/BTC-USD"))
 
 

@@ -29,8 +29,7 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.uri = self.root
-        self.fsync = fsync
-        os.makedirs(self.root, exist_ok=True)
+        self.fsync = fsync  # folders are created on first write, so a dry run leaves no trace
 
     def local_path(self, key: str) -> str:
         return os.path.join(self.root, *validate_key(key).split("/"))
