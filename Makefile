@@ -16,6 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 test: install
+	$(BIN)/ruff check --select F functions tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: install

@@ -144,7 +144,7 @@ def _report(results, as_json: bool) -> int:
 
 
 def cmd_sim(args) -> int:
-    from schemahub.sim import CoinbaseSim, FaultPlan, default_books
+    from schemahub.sim import DEMO_EPOCH, CoinbaseSim, FaultPlan, default_books
 
     rates = {}
     for item in args.fault or []:

@@ -69,7 +69,7 @@ def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     return None
 
 
-def load_model(model: type[M], path: str | Path, *, data_transform=None) -> M:
+def load_model(model: type[M], path: str | Path) -> M:
     """Parse and validate one YAML file; raise ConfigError naming file, line and key."""
     path = str(path)
     try:
@@ -77,8 +77,6 @@ def load_model(model: type[M], path: str | Path, *, data_transform=None) -> M:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     data, lines = _load_with_lines(text, path)
-    if data_transform is not None:
-        data = data_transform(data)
     try:
         return model.model_validate(data, context={"path": path, "lines": lines})
     except ValidationError as e:

@@ -11,7 +11,7 @@ import yaml
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.config import default_mappings_dir
-from schemahub.errors import ConfigError, ExchangeBanned, SchemahubError
+from schemahub.errors import ConfigError, ExchangeBanned
 from schemahub.landing import IngestOptions, Lander, ProductResult
 from schemahub.sources.base import Product, Source
 from schemahub.sources.http import HttpClient, RateLimiter
@@ -143,8 +143,6 @@ def ingest(
             return lander.run(p, opts, deadline)
         except ExchangeBanned as e:
             banned.append(str(e))
-            return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
-        except SchemahubError as e:  # pragma: no cover - Lander.run converts these
             return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
 
     if workers <= 1 or len(products) <= 1:

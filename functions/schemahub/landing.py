@@ -23,7 +23,7 @@ import os
 import socket
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
@@ -147,7 +147,7 @@ class Checkpoints:
             current = self.load(cp.exchange, cp.product_id)
             assert current is not None
             return current
-        return _replace(cp, etag=etag)
+        return replace(cp, etag=etag)
 
     def update(self, cp: Checkpoint, change) -> Checkpoint:
         """Apply change(current) -> new|None by compare-and-swap, re-reading on conflict.
@@ -163,17 +163,11 @@ class Checkpoints:
                 raise SchemahubError(f"refusing to move checkpoint of {cp.exchange}/{cp.product_id} backward: {cp} -> {new}")
             try:
                 etag = self.store.put(checkpoint_key(cp.exchange, cp.product_id), new.to_json(), if_match=cp.etag)
-                return _replace(new, etag=etag)
+                return replace(new, etag=etag)
             except PreconditionFailed:
                 fresh = self.load(cp.exchange, cp.product_id)
                 assert fresh is not None
                 cp = fresh
-
-
-def _replace(cp: Checkpoint, **kw) -> Checkpoint:
-    from dataclasses import replace
-
-    return replace(cp, **kw)
 
 
 # ---------------------------------------------------------------------- lease
@@ -380,7 +374,7 @@ class Lander:
                     cp,
                     lambda c: None
                     if c.backfill_target is not None or target >= c.lo
-                    else _replace(c, backfill_target=target, backfill_cursor=target),
+                    else replace(c, backfill_target=target, backfill_cursor=target),
                 )
         forward_done = False
         while True:
@@ -391,7 +385,7 @@ class Lander:
             if not forward_done:
                 chunk_start = cp.hi
                 end, caught_up = self._land_one(product, chunk_start, None, head, res, deadline)
-                cp = self.checkpoints.update(cp, lambda c: None if c.hi >= end else _replace(c, hi=end))
+                cp = self.checkpoints.update(cp, lambda c: None if c.hi >= end else replace(c, hi=end))
                 forward_done = caught_up
             elif cp.backfill_target is not None:
                 cursor, upper = cp.backfill_cursor, cp.lo
@@ -479,8 +473,8 @@ def _advance_backfill(c: Checkpoint, end: int) -> Checkpoint | None:
     if c.backfill_target is None or c.backfill_cursor >= end:
         return None
     if end >= c.lo:
-        return _replace(c, lo=c.backfill_target, backfill_target=None, backfill_cursor=None)
-    return _replace(c, backfill_cursor=end)
+        return replace(c, lo=c.backfill_target, backfill_target=None, backfill_cursor=None)
+    return replace(c, backfill_cursor=end)
 
 
 def iter_raw(store: ObjectStore, exchange: str, product_id: str):

@@ -121,9 +121,6 @@ class FixedBook(Book):
     def ids(self, lo_excl, hi_excl, limit):
         return [i for i in super().ids(lo_excl, hi_excl, limit) if i in self.trades]
 
-    def fields(self, i: int) -> dict:
-        return json.loads(self.trades[i])
-
 
 FAULTS = ("429", "429_plain", "500", "502_html", "200_html", "slow", "truncated", "truncated_json", "drop")
 

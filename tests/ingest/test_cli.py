@@ -60,3 +60,23 @@ def test_failures_exit_nonzero_with_a_one_line_error(tmp_path):
     r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", str(tmp_path)],
              {"SCHEMAHUB_COINBASE_BASE_URL": "http://127.0.0.1:9", "SCHEMAHUB_HTTP_TIMEOUT": "0.2"}, timeout=300)
     assert r.returncode == 1 and "failed" in r.stderr
+
+
+def test_sim_command_serves_the_api_the_quickstart_ingests_from(tmp_path):
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"))
+    sim = subprocess.Popen([sys.executable, "-m", "schemahub.cli", "sim", "--port", str(port), "--products", "BTC-USD",
+                            "--fault", "500=0.1"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in sim.stdout.readline()
+        r = _run(["ingest", "--exchange", "coinbase", "--product", "BTC-USD", "--storage", str(tmp_path / "d"),
+                  "--since", "2026-11-01T00:00:00Z", "--max-seconds", "5", "--json"],
+                 {"SCHEMAHUB_COINBASE_BASE_URL": f"http://127.0.0.1:{port}"})
+        assert r.returncode == 0, r.stderr
+        [res] = json.loads(r.stdout)
+        assert res["status"] == "ok" and res["trades"] > 0
+    finally:
+        sim.kill()
+        sim.wait()

@@ -21,7 +21,7 @@ from schemahub.landing import (
 from schemahub.sim import Book, CoinbaseSim, FaultPlan
 from schemahub.sources.base import Product
 from schemahub.clock import SYSTEM_CLOCK
-from tests.ingest.helpers import assert_exactly_once, landed_ids
+from tests.ingest.helpers import assert_exactly_once
 
 P = Product("BTC-USD", "BTC-USD", "BTC", "USD")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from schemahub.sources.http import HttpClient, Response, Retryable
@@ -32,7 +32,6 @@ class Chunk:
     caught_up: bool
     min_id: int | None = None
     max_id: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

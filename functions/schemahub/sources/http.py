@@ -186,7 +186,7 @@ class HttpClient:
     def _note_retry(self, reason: str) -> None:
         with self._stats_lock:
             self.stats.retries += 1
-            if reason == "http_429" or reason == "rate_limited":
+            if reason == "http_429":
                 self.stats.rate_limited += 1
             self.stats.note(reason)
 

@@ -6,6 +6,8 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from schemahub.errors import NotFound
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -59,8 +61,6 @@ class ObjectStore(abc.ABC):
 
     def exists(self, key: str) -> bool:
         """True if the key exists."""
-        from schemahub.errors import NotFound
-
         try:
             self.get(key)
         except NotFound:
