@@ -23,6 +23,7 @@ import os
 import socket
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -376,38 +377,55 @@ class Lander:
                     if c.backfill_target is not None or target >= c.lo
                     else replace(c, backfill_target=target, backfill_cursor=target),
                 )
-        forward_done = False
-        while True:
-            if deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
-                res.more_to_do = True
+        for _ in range(3):
+            try:
+                cp = self._walk(product, cp, head, res, lease, deadline)
                 break
-            lease.renew_if_due()
-            if not forward_done:
-                chunk_start = cp.hi
-                end, caught_up = self._land_one(product, chunk_start, None, head, res, deadline)
-                cp = self.checkpoints.update(cp, lambda c: None if c.hi >= end else replace(c, hi=end))
-                forward_done = caught_up
-            elif cp.backfill_target is not None:
-                cursor, upper = cp.backfill_cursor, cp.lo
-                end, _ = self._land_one(product, cursor, upper, head, res, deadline)
-                cp = self.checkpoints.update(cp, lambda c: _advance_backfill(c, end))
-            else:
-                break
+            except _ChainDiverged as e:
+                # Another run landed a different object at one of our keys (only
+                # possible after a lease expiry): follow its chain from the checkpoint.
+                log.warning("%s/%s: %s; continuing from the checkpoint", self.exchange, pid, e)
+                cp = self.checkpoints.load(self.exchange, pid)
+        else:
+            raise SchemahubError(f"{self.exchange}/{pid}: another run keeps landing the same keys; stopping")
         res.lo, res.hi = cp.lo, cp.hi
+
+    def _walk(self, product: Product, cp: Checkpoint, head: int, res: ProductResult, lease: Lease, deadline) -> Checkpoint:
+        """Fetch objects in order here while a writer thread lands them and advances the checkpoint."""
+        writer = _Writer(self, cp, res)
+        try:
+            cursor, upper, advance = cp.hi, None, _advance_hi
+            while True:
+                if deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
+                    res.more_to_do = True
+                    break
+                lease.renew_if_due()
+                group = self._fetch_group(product, cursor, upper, head, res, deadline)
+                writer.submit(group, advance)
+                cursor = group.end
+                if upper is None and group.caught_up:
+                    cp = writer.drain()
+                    if cp.backfill_target is None:
+                        break
+                    cursor, upper, advance = cp.backfill_cursor, cp.lo, _advance_backfill
+                elif upper is not None and cursor >= upper:
+                    break
+            return writer.drain()
+        finally:
+            writer.close()
 
     _last_chunk_s = 0.5  # seconds one page took; sizes the margin kept before a deadline
 
     def _chunk_estimate(self) -> float:
         return max(1.0, 2 * self._last_chunk_s)
 
-    def _land_one(self, product: Product, start: int, upper: int | None, head: int, res: ProductResult, deadline):
-        """Land the raw object that starts at `start` (up to pages_per_object pages); return (end, caught_up)."""
+    def _fetch_group(self, product: Product, start: int, upper: int | None, head: int, res: ProductResult, deadline) -> _Group:
+        """Fetch up to pages_per_object pages from `start`, or adopt the object already landed there."""
         key = raw_key(self.exchange, product.product_id, start)
         existing = self._existing_end(key)
         if existing is not None:
             # A crashed or concurrent run already landed this object: adopt it.
-            res.adopted += 1
-            return existing, False
+            return _Group(key, start, existing, None, caught_up=False)
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
@@ -421,18 +439,8 @@ class Lander:
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
             if caught_up or (upper is not None and cursor >= upper):
                 break
-        end = cursor
-        if lines:
-            header = self._header(product, start, end, len(lines), spans[0], spans[1], requests)
-            try:
-                self.store.put(key, encode_raw(header, lines), if_none_match=True)
-                res.objects += 1
-                res.trades += len(lines)
-            except PreconditionFailed:
-                end = self._existing_end(key)
-                assert end is not None
-                res.adopted += 1
-        return end, caught_up
+        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if lines else None
+        return _Group(key, start, cursor, header, lines, caught_up)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -467,6 +475,73 @@ class Lander:
             "fetched_at": _iso(self.clock.now()),
             "requests": requests,
         }
+
+
+@dataclass
+class _Group:
+    """One raw object's worth of fetched pages, or (header None, lines None) an object already landed."""
+
+    key: str
+    start: int
+    end: int
+    header: dict | None
+    lines: list[bytes] | None = None
+    caught_up: bool = False
+
+
+class _ChainDiverged(SchemahubError):
+    """The object at one of our keys ends elsewhere than the pages we fetched after it assumed."""
+
+
+class _Writer:
+    """Lands fetched objects strictly in order on one background thread.
+
+    Compressing and writing an object (and, on S3, uploading it) overlaps the
+    fetch of the next one. At most one object is in flight; the checkpoint is
+    only ever advanced by this thread, after its object is durable.
+    """
+
+    def __init__(self, lander: Lander, cp: Checkpoint, res: ProductResult) -> None:
+        self.lander, self.cp, self.res = lander, cp, res
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="land")
+        self.pending = None
+
+    def submit(self, group: _Group, advance) -> None:
+        self._wait()
+        self.pending = self.pool.submit(self._land, group, advance)
+
+    def drain(self) -> Checkpoint:
+        self._wait()
+        return self.cp
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def _land(self, g: _Group, advance) -> None:
+        lander, res = self.lander, self.res
+        if g.lines is None:
+            res.adopted += 1
+        elif g.lines:
+            try:
+                lander.store.put(g.key, encode_raw(g.header, g.lines), if_none_match=True)
+                res.objects += 1
+                res.trades += len(g.lines)
+            except PreconditionFailed:
+                existing = lander._existing_end(g.key)
+                res.adopted += 1
+                if existing != g.end:
+                    raise _ChainDiverged(f"{g.key} ends at {existing}, not {g.end}") from None
+        end = g.end
+        self.cp = lander.checkpoints.update(self.cp, lambda c: advance(c, end))
+
+
+def _advance_hi(c: Checkpoint, end: int) -> Checkpoint | None:
+    return None if c.hi >= end else replace(c, hi=end)
 
 
 def _advance_backfill(c: Checkpoint, end: int) -> Checkpoint | None:

@@ -224,3 +224,31 @@ def test_client_rate_limit_keeps_under_the_exchange_limit(tmp_path, make_source)
         for _ in range(25):
             src.head("BTC-USD")
         assert src.http.stats.rate_limited == 0 and src.http.stats.retries == 0
+
+
+def test_an_object_landed_by_another_run_mid_walk_is_followed_not_duplicated(tmp_path, sim, make_source):
+    # GIVEN a run whose first create-only put finds that another run (after a
+    # lease expiry) just landed a shorter object at the same key
+    from schemahub.store.local import LocalStore
+
+    book = sim.book
+    first = book.first_id
+    store = LocalStore(str(tmp_path))
+
+    class Racing(LocalStore):
+        raced = False
+
+        def put(self, key, data, **kw):
+            if key.startswith("raw/") and not Racing.raced:
+                Racing.raced = True
+                other = [book.trade_bytes(i) for i in range(first, first + 50)]
+                header = {"cursor_start": str(first - 1), "cursor_end": str(first + 49), "count": 50}
+                super().put(key, encode_raw(header, other), if_none_match=True)
+            return super().put(key, data, **kw)
+
+    racing = Racing(str(tmp_path))
+    # WHEN we land
+    res = Lander(racing, make_source(sim.url, page_size=200)).run(P, IngestOptions(since=_since_of(book, first)))
+    # THEN we follow the other run's object and land every trade exactly once
+    assert Racing.raced and res.status == "ok" and res.hi == book.head()
+    assert_exactly_once(store, book, first - 1, book.head())
