@@ -6,11 +6,12 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemahub.config import default_mappings_dir, load_model
+from schemahub.mapping import TableMapping
 from schemahub.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
@@ -99,8 +100,7 @@ class SourceSpec(_Strict):
 class ExchangeSpec(_Strict):
     exchange: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     source: SourceSpec
-    # The table mapping (columns, conversions) is validated by the transform.
-    table: dict[str, Any] | None = None
+    table: TableMapping
 
 
 def parse_duration(text: str) -> timedelta:
