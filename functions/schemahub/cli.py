@@ -162,26 +162,117 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def cmd_transform(args) -> int:
+    from schemahub.store import open_store
+    from schemahub.transform import Transformer
+
+    store = open_store(args.storage)
+    prefix = "raw/" + (f"{args.exchange}/" if args.exchange else "") + (f"{args.product}/" if args.exchange and args.product else "")
+    deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
+    res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
+                                                             deadline=deadline)
+    if args.dry_run:
+        print(f"would transform {len(res.pending)} raw object(s)")
+        for key in res.pending:
+            print(f"  {key}")
+        return 0
+    print(f"transformed {res.objects} raw object(s): {res.rows:,} rows into {res.files} file(s), {res.quarantined:,} quarantined"
+          + (f"; {len(res.pending)} left for the next run" if res.pending else ""))
+    for name, agg in sorted(res.by_product.items()):
+        print(f"  {name}: {agg['rows']:,} rows, {agg['quarantined']:,} quarantined")
+    if res.quarantined:
+        print(f"  quarantined rows and their reasons: {store.uri}/quarantine/")
+    return 0
+
+
+def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
+    import csv
+    from decimal import Decimal
+
+    if fmt == "json":
+        def enc(v):
+            return str(v) if isinstance(v, Decimal) else v.isoformat() if hasattr(v, "isoformat") else v
+        print(json.dumps([{c: enc(v) for c, v in zip(columns, r)} for r in rows], indent=1, default=str))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+    else:
+        cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        print("  ".join("-" * w for w in widths))
+        for r in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def cmd_query(args) -> int:
+    import duckdb
+
+    from schemahub.query import connect
+    from schemahub.store import open_store
+
+    con = connect(open_store(args.storage))
+    try:
+        cur = con.execute(args.sql)
+    except duckdb.Error as e:
+        raise SchemahubError(f"query failed: {str(e).splitlines()[0]}") from None
+    _print_rows([d[0] for d in cur.description], cur.fetchall(), args.format)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from schemahub.query import stats
+    from schemahub.store import open_store
+
+    out = stats(open_store(args.storage))
+    cols = ["exchange", "product_id", "rows", "first_trade", "last_trade", "freshness_s", "raw_bytes", "curated_bytes",
+            "curated_to_raw", "bytes_per_trade"]
+    _print_rows(cols, [tuple(r.get(c) for c in cols) for r in out], args.format)
+    return 0
+
+
+def cmd_run(args) -> int:
+    """One scheduled cycle: ingest every seeded product of every exchange, then transform."""
+    args.exchange, args.product, args.dry_run, args.json = None, None, False, False
+    code = cmd_ingest(args)
+    args.all, args.max_seconds = False, None
+    return cmd_transform(args) or code
+
+
 def cmd_demo(args) -> int:
-    """Offline: start the simulator, ingest every seeded product into ./demo-data, show what landed."""
+    """Offline: start the simulator, run a cycle into ./demo-data, print stats and a 1-minute OHLCV."""
     from schemahub.ingest import ingest, load_seed, make_source
-    from schemahub.landing import IngestOptions, iter_raw
+    from schemahub.landing import IngestOptions
+    from schemahub.query import OHLCV_1M, connect
     from schemahub.sim import DEMO_EPOCH, CoinbaseSim, default_books
     from schemahub.store import open_store
 
+    args.storage = args.storage or "./demo-data"
     products = load_seed(args.mappings).get("coinbase", [])
     with CoinbaseSim(default_books([p.product_id for p in products], live_per_s=1.0, epoch=DEMO_EPOCH)) as sim:
-        print(f"simulated Coinbase Exchange API at {sim.url}")
+        print(f"== simulated Coinbase Exchange API at {sim.url}")
         source = make_source("coinbase", base_url=sim.url, rate=200, mappings_dir=args.mappings)
-        store = open_store(args.storage or "./demo-data")
+        store = open_store(args.storage)
         progress = Progress(enabled=sys.stderr.isatty())
+        print("== ingest (exactly once, into raw/)")
         results = ingest(store, source, products, IngestOptions(), workers=len(products), progress=progress)
         progress.done()
     code = _report(results, False)
-    for p in products:
-        n = sum(len(lines) for _, _, lines in iter_raw(store, "coinbase", p.product_id))
-        print(f"  {store.uri}/raw/coinbase/{p.product_id}/: {n:,} trades in total")
-    print("run `make demo` again: only the trades that arrived since are landed (transform and SQL come with issue #3)")
+    print("== transform (raw/ -> curated/ Parquet)")
+    args.exchange = args.product = None
+    args.all = args.dry_run = False
+    args.max_seconds = None
+    cmd_transform(args)
+    print("== stats")
+    args.format = "table"
+    cmd_stats(args)
+    product = products[0].product_id
+    print(f"== 1-minute OHLCV, {product}, last 5 minutes (DuckDB over {store.uri}/curated)")
+    cur = connect(store).execute(OHLCV_1M.format(product=product, minutes=5))
+    _print_rows([d[0] for d in cur.description], cur.fetchall(), "table")
+    print(f"try: .venv/bin/schemahub query --storage {args.storage} \"select product_id, count(*), sum(price*size) from trades group by 1\"")
     return code
 
 
@@ -217,7 +308,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print results as JSON")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("demo", parents=[common], help="offline: simulator -> ingest into ./demo-data")
+    s = sub.add_parser("transform", parents=[common], help="turn new raw objects into curated Parquet")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="with --exchange: only this product (unified id)")
+    s.add_argument("--all", action="store_true", help="rebuild every raw object, not just new ones")
+    s.add_argument("--dry-run", action="store_true", help="write nothing; list what would be transformed")
+    s.add_argument("--max-seconds", type=float, help="stop after this long; the rest is done next run")
+    s.set_defaults(func=cmd_transform)
+
+    s = sub.add_parser("query", parents=[common], help="run SQL over the `trades` view (DuckDB)")
+    s.add_argument("sql")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("run", parents=[common], help="one scheduled cycle: ingest every seeded product, then transform")
+    s.add_argument("--workers", type=int, default=4)
+    s.add_argument("--since", type=_since)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--max-seconds", type=float)
+    s.add_argument("--lease-ttl", type=float, default=60.0)
+    s.add_argument("--wait-lease", type=float, default=0.0)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("demo", parents=[common], help="offline: simulator -> run -> stats and a query, in ./demo-data")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("sim", help="run the offline exchange simulator")

@@ -22,8 +22,9 @@ class LocalStore(ObjectStore):
     """Objects are plain files under root, so DuckDB and humans can read them.
 
     Create-only uses link(2), which fails atomically if the name exists.
-    Compare-and-swap holds an flock on a sidecar lock file while it checks the
-    etag and renames the new version into place; readers never see a torn file.
+    Compare-and-swap holds an flock on a lock file (under .locks/) while it
+    checks the etag and renames the new version into place; readers never see
+    a torn file.
     """
 
     def __init__(self, root: str, *, fsync: bool = True) -> None:
@@ -63,7 +64,10 @@ class LocalStore(ObjectStore):
 
     @contextmanager
     def _locked(self, path: str):
-        with open(path + ".lock", "a+b") as lock:
+        # Lock files live in a hidden tree, so the data tree holds only objects.
+        lock_path = os.path.join(self.root, ".locks", os.path.relpath(path, self.root) + ".lock")
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        with open(lock_path, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 yield

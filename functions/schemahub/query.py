@@ -1,0 +1,98 @@
+"""SQL over the curated table with DuckDB: a `trades` view, from a local folder or S3."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from schemahub.store.base import ObjectStore
+from schemahub.table import FILE_SCHEMA, TRADES
+
+_PARTITIONING = ds.partitioning(
+    pa.schema([("exchange", pa.string()), ("product_id", pa.string()), ("date", pa.date32())]), flavor="hive"
+)
+_COLUMNS = ", ".join([f.name for f in TRADES] + ["date"])
+
+OHLCV_1M = """
+SELECT time_bucket(INTERVAL 1 minute, trade_time) AS minute,
+       arg_min(price, trade_time) AS open, max(price) AS high, min(price) AS low,
+       arg_max(price, trade_time) AS close, sum(size) AS volume, sum(price * size) AS notional, count(*) AS trades
+FROM trades
+WHERE product_id = '{product}' AND trade_time >= (SELECT max(trade_time) FROM trades WHERE product_id = '{product}') - INTERVAL {minutes} minute
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def dataset(store: ObjectStore) -> ds.Dataset | None:
+    """The curated files as a pyarrow dataset (None if there are none yet)."""
+    path = store.local_path("curated/x")
+    if path is not None:
+        root = os.path.dirname(path)
+        if not os.path.isdir(root):
+            return None
+        return ds.dataset(root, format="parquet", partitioning=_PARTITIONING, schema=_file_and_keys(),
+                          exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs = {"endpoint_override": host, "scheme": scheme}
+    s3 = fs.S3FileSystem(region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", **kwargs)
+    base = f"{store.bucket}/{store.prefix}curated"
+    if not any(True for _ in store.list("curated/")):
+        return None
+    return ds.dataset(base, filesystem=s3, format="parquet", partitioning=_PARTITIONING, schema=_file_and_keys())
+
+
+def _file_and_keys() -> pa.Schema:
+    return pa.schema(list(FILE_SCHEMA) + [pa.field("exchange", pa.string()), pa.field("product_id", pa.string()),
+                                          pa.field("date", pa.date32())])
+
+
+def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    data = dataset(store)
+    if data is None:
+        con.register("_curated", pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
+    else:
+        con.register("_curated", data)
+    con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _curated")
+    return con
+
+
+def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
+    """Per exchange and product: rows, first/last trade, freshness, bytes, curated/raw size ratio."""
+    now = now or datetime.now(timezone.utc)
+    con = connect(store)
+    rows = con.execute(
+        "SELECT exchange, product_id, count(*) AS rows, min(trade_time) AS first_trade, max(trade_time) AS last_trade "
+        "FROM trades GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    sizes: dict[tuple[str, str], list[int]] = {}
+    for info in store.list("raw/"):
+        _, ex, pid, _ = info.key.split("/", 3)
+        sizes.setdefault((ex, pid), [0, 0])[0] += info.size
+    for info in store.list("curated/"):
+        parts = dict(p.split("=", 1) for p in info.key.split("/")[1:3])
+        sizes.setdefault((parts["exchange"], parts["product_id"]), [0, 0])[1] += info.size
+    out = []
+    seen = set()
+    for ex, pid, n, first, last in rows:
+        raw, cur = sizes.get((ex, pid), [0, 0])
+        seen.add((ex, pid))
+        out.append({"exchange": ex, "product_id": pid, "rows": n, "first_trade": first, "last_trade": last,
+                    "freshness_s": round((now - last).total_seconds(), 1), "raw_bytes": raw, "curated_bytes": cur,
+                    "curated_to_raw": round(cur / raw, 3) if raw else None,
+                    "bytes_per_trade": round(cur / n, 2) if n else None})
+    for (ex, pid), (raw, cur) in sorted(sizes.items()):
+        if (ex, pid) not in seen:
+            out.append({"exchange": ex, "product_id": pid, "rows": 0, "raw_bytes": raw, "curated_bytes": cur})
+    return out
