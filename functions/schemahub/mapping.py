@@ -120,6 +120,22 @@ class Compiled:
         self.mapping = mapping
         self.patterns = {name: _pattern(col.path) for name, col in mapping.columns.items() if not isinstance(col, ConstField)}
 
+    def _read(self, n: int, body: bytes):
+        """Parse object rows, first with the types the last object had (cheaper than inference)."""
+        import pyarrow as pa
+
+        keys = [c.path for c in self.mapping.columns.values() if not isinstance(c, ConstField) and isinstance(c.path, str)]
+        if self._hint is not None:
+            parsed = _read_objects(n, body, self._hint)
+            if parsed is not None:
+                return parsed
+        parsed = _read_objects(n, body, None)
+        if parsed is not None:
+            self._hint = pa.schema([parsed.schema.field(k) for k in keys if k in parsed.column_names])
+        return parsed
+
+    _hint = None
+
     def apply(self, lines, body: bytes | None = None):
         """lines (pa.StringArray, and the same lines as one buffer) -> (columns, _Bad with reasons per row)."""
         import pyarrow as pa
@@ -130,14 +146,14 @@ class Compiled:
         n = len(lines)
         state = _Bad(n)
         out: dict = {}
-        parsed = _read_objects(lines, body) if body is not None else None
+        parsed = self._read(n, body) if body is not None else None
         for name, col in self.mapping.columns.items():
             if isinstance(col, ConstField):
                 out[name] = pa.array([col.value] * n, pa.string()) if n else pa.array([], pa.string())
                 continue
             text = _exact_text(parsed, col.path, n)
             if text is None:
-                text = _extract(lines, self.patterns[name])
+                text = _extract(lines.array if hasattr(lines, "array") else lines, self.patterns[name])
             if not col.optional:
                 state.mark(text.is_null(), name, "missing", text)
             if isinstance(col, StringField):
@@ -182,18 +198,22 @@ class _Bad:
         self.value = pc.if_else(new, text, self.value)
 
 
-def _read_objects(lines, body: bytes):
-    """Parse object rows with Arrow's JSON reader; None if rows are not objects of stable types."""
+def _read_objects(n: int, body: bytes, schema):
+    """Parse object rows with Arrow's JSON reader; None if rows are not objects of stable types.
+
+    With a schema, only its fields are read and any other type fails (then the caller infers).
+    """
     import pyarrow as pa
     import pyarrow.json as pj
 
     if not body or body[:1] != b"{":
         return None
+    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") if schema is not None else None
     try:
-        table = pj.read_json(pa.BufferReader(body), read_options=pj.ReadOptions(block_size=1 << 26))
+        table = pj.read_json(pa.BufferReader(body), read_options=pj.ReadOptions(block_size=1 << 26), parse_options=parse)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None  # e.g. a field that is a number in one row and a string in another
-    return table if table.num_rows == len(lines) else None
+    return table if table.num_rows == n else None
 
 
 def _exact_text(parsed, path, n: int):

@@ -30,16 +30,18 @@ log = logging.getLogger("schemahub.transform")
 MARKER_PREFIX = "transformed/"
 QUARANTINE_PREFIX = "quarantine/"
 
-# Encodings chosen by bench/bench_transform.py: ids and times delta-encode, constants dictionary-encode.
+# Encodings measured with bench/bench_transform.py, all readable by Athena (no BYTE_STREAM_SPLIT on
+# decimals): ids and times delta-encode; constants and prices (which repeat) use a dictionary; sizes,
+# which rarely repeat, stay plain (a dictionary made them larger and slower).
 _ENCODING = {"trade_id": "DELTA_BYTE_ARRAY", "trade_time": "DELTA_BINARY_PACKED"}
-_DICT = ["symbol", "base_asset", "quote_asset", "side", "ingested_at", "raw_key", "price", "size"]
+_DICT = ["symbol", "base_asset", "quote_asset", "side", "ingested_at", "raw_key", "price"]
 
 
 def write_parquet(table: pa.Table) -> bytes:
     """Deterministic zstd Parquet with statistics, sorted input assumed."""
     sink = io.BytesIO()
     pq.write_table(
-        table, sink, compression="zstd", compression_level=9, write_statistics=True,
+        table, sink, compression="zstd", compression_level=1, write_statistics=True,
         use_dictionary=_DICT, column_encoding=_ENCODING, row_group_size=1_000_000,
         coerce_timestamps="us", allow_truncated_timestamps=False, store_schema=True,
     )
@@ -70,7 +72,7 @@ def marker_key(raw_key: str) -> str:
 
 
 def quarantine_key(raw_key: str) -> str:
-    return QUARANTINE_PREFIX + raw_key.removeprefix("raw/").removesuffix(".gz") 
+    return QUARANTINE_PREFIX + raw_key.removeprefix("raw/").removesuffix(".gz")
 
 
 class Transformer:
@@ -106,7 +108,7 @@ class Transformer:
             if deadline is not None and time.monotonic() > deadline:
                 res.pending.append(key)
                 continue
-            r = self.transform_object(key)
+            r = self.transform_object(key, rebuild=rebuild)
             res.objects += 1
             res.rows += r.rows
             res.quarantined += r.quarantined
@@ -117,8 +119,12 @@ class Transformer:
             agg["quarantined"] += r.quarantined
         return res
 
-    def transform_object(self, raw_key: str) -> ObjectResult:
-        """Transform one raw object; safe to repeat (same files, same bytes)."""
+    def transform_object(self, raw_key: str, *, rebuild: bool = False) -> ObjectResult:
+        """Transform one raw object; safe to repeat (same files, same bytes).
+
+        rebuild also removes quarantine left by an earlier mapping, which a
+        plain repeat cannot have produced differently.
+        """
         try:
             data = self.store.get(raw_key).data
         except NotFound:
@@ -133,7 +139,7 @@ class Transformer:
             raise SchemahubError(f"{raw_key}: line 1: bad raw header: {e}") from None
         table, bad = build_table(self.compiled(exchange), rest, header=header, raw_key=raw_key, fetched=fetched)
         res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows)
-        self._write_quarantine(raw_key, bad)
+        self._write_quarantine(raw_key, bad, clean_stale=rebuild)
         if table.num_rows:
             days = pc.cast(table["trade_time"], pa.date32())  # the UTC day
             lo, hi = pc.min_max(days).values()
@@ -148,10 +154,10 @@ class Transformer:
         self.store.put(marker_key(raw_key), json.dumps(marker, sort_keys=True).encode())
         return res
 
-    def _write_quarantine(self, raw_key: str, bad: pa.Table) -> None:
+    def _write_quarantine(self, raw_key: str, bad: pa.Table, *, clean_stale: bool) -> None:
         key = quarantine_key(raw_key)
         if bad.num_rows == 0:
-            if self.store.exists(key):
+            if clean_stale:
                 self.store.delete(key)
             return
         lines = [json.dumps(r, sort_keys=True) for r in bad.to_pylist()]  # only bad rows: rare, not the hot path
@@ -161,8 +167,7 @@ class Transformer:
 
 def constant(value, type_: pa.DataType, n: int) -> pa.Array:
     """n copies of value, built without a Python list of n items."""
-    idx = pc.fill_null(pa.nulls(n, pa.int8()), 0)
-    return pc.cast(pa.DictionaryArray.from_arrays(idx, pa.array([value], type_)), type_)
+    return pa.repeat(pa.scalar(value, type_), n)
 
 
 def split_lines(rest: bytes) -> pa.Array:
@@ -176,7 +181,7 @@ def split_lines(rest: bytes) -> pa.Array:
 
 def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime) -> tuple[pa.Table, pa.Table]:
     """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons)."""
-    lines = split_lines(rest)
+    lines = LazyLines(rest)
     cols, bad = compiled.apply(lines, rest)
     good = bad.reason.is_null()
     n_good = pc.sum(pc.cast(good, pa.int64())).as_py() or 0
@@ -195,7 +200,10 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
             arrays.append(constant(const[f.name], f.type, n_good))
     table = pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
     if n_good > 1:
-        table = table.take(pc.sort_indices(table, [("trade_time", "ascending"), ("trade_id", "ascending")]))
+        # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic.
+        table = table.take(pc.sort_indices(table["trade_time"]))
+    if n_good == len(lines):
+        return table, pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
     bad_mask = pc.invert(good)
     line_no = pc.add(pc.cumulative_sum(constant(1, pa.int64(), len(lines))), 1)  # line 1 is the header
     quarantined = pa.table({
@@ -204,6 +212,24 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
         "field": bad.field.filter(bad_mask),
         "reason": bad.reason.filter(bad_mask),
         "value": bad.value.filter(bad_mask),
-        "raw": lines.filter(bad_mask),
+        "raw": lines.array.filter(bad_mask),
     })
     return table, quarantined
+
+
+class LazyLines:
+    """The object's lines: counted cheaply, split into an array only when needed (regex path, quarantine)."""
+
+    def __init__(self, rest: bytes) -> None:
+        self.rest = rest
+        self._array = None
+        self._n = rest.count(b"\n") + (0 if not rest or rest.endswith(b"\n") else 1)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def array(self) -> pa.Array:
+        if self._array is None:
+            self._array = split_lines(self.rest)
+        return self._array
