@@ -24,6 +24,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_transform.py
+	$(BIN)/python bench/bench_query.py
 
 clean:
 	rm -rf $(VENV) data demo-data .pytest_cache

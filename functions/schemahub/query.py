@@ -59,11 +59,18 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session)."""
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
-    data = dataset(store)
-    if data is None:
-        con.register("_curated", pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
+    path = store.local_path("curated/x")
+    root = os.path.dirname(path) if path is not None else None
+    if root is not None and any(True for _ in store.list("curated/")):
+        # Local folder: DuckDB's own Parquet reader (parallel, prunes exchange/product_id/date from paths).
+        glob = os.path.join(root, "**", "*.parquet").replace("'", "''")
+        con.execute(f"CREATE VIEW _curated AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                    "hive_types = {'exchange': VARCHAR, 'product_id': VARCHAR, 'date': DATE})")
     else:
-        con.register("_curated", data)
+        # S3 (DuckDB has no httpfs offline) or an empty table: a registered pyarrow dataset.
+        data = dataset(store) if root is None else None
+        con.register("_curated", data if data is not None else
+                     pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
     con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _curated")
     return con
 
