@@ -26,7 +26,7 @@ class _Strict(BaseModel):
 
 
 class _Sourced(_Strict):
-    path: str | int = Field(description="top-level key, or array index for array rows")
+    path: str | int = Field(description="key, nested key 'a.b', or array index for array rows")
     optional: bool = False
 
     @field_validator("path")
@@ -37,8 +37,10 @@ class _Sourced(_Strict):
         if isinstance(v, int):
             if not 0 <= v < 64:
                 raise ValueError("array index must be 0..63")
-        elif not _KEY.match(v):
-            raise ValueError(f"key {v!r} must be letters, digits, '_' or '-' (nested paths are not supported)")
+        else:
+            parts = v.split(".")
+            if len(parts) > 2 or not all(_KEY.match(p) for p in parts):
+                raise ValueError(f"key {v!r}: use letters, digits, '_' or '-', nested at most one level ('a.b')")
         return v
 
 
@@ -223,9 +225,16 @@ def _exact_text(parsed, path, n: int):
 
     if parsed is None or isinstance(path, int):
         return None
-    if path not in parsed.column_names:
+    head, _, sub = path.partition(".")
+    if head not in parsed.column_names:
         return pa.nulls(n, pa.string())
-    col = parsed[path].combine_chunks()
+    col = parsed[head].combine_chunks()
+    if sub:
+        if not pa.types.is_struct(col.type):
+            return None
+        if col.type.get_field_index(sub) < 0:
+            return pa.nulls(n, pa.string())
+        col = pc.struct_field(col, sub)
     t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return col.cast(pa.string())
@@ -239,6 +248,11 @@ def _exact_text(parsed, path, n: int):
 def _pattern(path: str | int) -> str:
     if isinstance(path, int):
         return r"^\[\s*(?:" + _ELEM + r"\s*,\s*){" + str(path) + "}" + _VAL
+    head, _, sub = path.partition(".")
+    if sub:  # one level down, inside a flat inner object
+        # The sub-key opens the inner object or follows a comma in it; a brace inside a string stops the
+        # match, so the value is reported missing, never taken from the wrong place.
+        return r'[{,]\s*"' + head + r'"\s*:\s*\{(?:[^{}]*?,)?\s*"' + sub + r'"\s*:\s*' + _VAL
     return r'[{,]\s*"' + path + r'"\s*:\s*' + _VAL
 
 

@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+
 from schemahub.sim import Book, CoinbaseSim
 from tests.conftest import ROOT
 
@@ -80,3 +81,32 @@ def test_sim_command_serves_the_api_the_quickstart_ingests_from(tmp_path):
     finally:
         sim.kill()
         sim.wait()
+
+
+def test_run_then_query_and_stats_in_every_format(tmp_path):
+    book = Book("BTC-USD", initial=1500, interval_us=1_000_000, seed=9)
+    store = str(tmp_path / "d")
+    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    (tmp_path / "m" / "product_ids_seed.yaml").write_text(yaml.safe_dump({"exchanges": {"coinbase": [
+        {"product_id": "BTC-USD", "symbol": "BTC-USD", "base": "BTC", "quote": "USD"}]}}))
+    with CoinbaseSim([book]) as sim:
+        env = {"SCHEMAHUB_COINBASE_BASE_URL": sim.url}
+        since = "2000-01-01T00:00:00Z"
+        r = _run(["run", "--storage", store, "--mappings", str(tmp_path / "m"), "--since", since], env)
+    assert r.returncode == 0, r.stderr
+    assert "transformed 1 raw object(s): 1,500 rows" in r.stdout
+    r = _run(["query", "--storage", store, "--format", "json", "SELECT count(*) AS n, sum(price * size) AS notional FROM trades"])
+    [row] = json.loads(r.stdout)
+    from decimal import Decimal
+
+    want = sum(Decimal(book.fields(i)["price"]) * Decimal(book.fields(i)["size"]) for i in range(book.first_id, book.head() + 1))
+    assert row["n"] == 1500 and Decimal(row["notional"]) == want  # exact, as a string in JSON
+    r = _run(["query", "--storage", store, "--format", "csv", "SELECT side, count(*) AS n FROM trades GROUP BY 1 ORDER BY 1"])
+    assert r.stdout.splitlines()[0] == "side,n" and len(r.stdout.splitlines()) == 3
+    r = _run(["stats", "--storage", store, "--format", "json"])
+    [s] = json.loads(r.stdout)
+    assert s["rows"] == 1500 and s["raw_bytes"] > s["curated_bytes"] > 0
+    r = _run(["query", "--storage", store, "SELECT nope FROM trades"])
+    assert r.returncode == 2 and "query failed" in r.stderr and "Traceback" not in r.stderr
+    r = _run(["transform", "--storage", store, "--dry-run"])
+    assert r.returncode == 0 and "would transform 0 raw object(s)" in r.stdout

@@ -20,7 +20,7 @@ CASES = [
     ("empty enum map", "map: {buy: sell, sell: buy}", "map: {}", r"table.columns.side.*map"),
     ("missing column", "    size: {path: size, type: decimal}\n", "", r"columns must map size"),
     ("unknown column", "    size: {path: size, type: decimal}\n", "    size: {path: size, type: decimal}\n    colour: {type: const, value: red}\n", r"unknown column\(s\) colour"),
-    ("nested path", "price: {path: price, type: decimal}", "price: {path: a.b, type: decimal}", r"nested paths are not supported"),
+    ("too deeply nested", "price: {path: price, type: decimal}", "price: {path: a.b.c, type: decimal}", r"nested at most one level"),
     ("negative index", "price: {path: price, type: decimal}", "price: {path: -1, type: decimal}", r"array index"),
     ("const without value", "trade_id: {path: trade_id, type: string}", "trade_id: {type: const}", r"table.columns.trade_id.*value"),
     ("no table", "table:\n", "tables:\n", r"tables: unknown key"),

@@ -113,3 +113,26 @@ def test_time_formats_convert_exactly(fmt, text, micros):
 
     out, bad = _time_micros(pa.array([text]), fmt)
     assert out.to_pylist() == [micros] and bad.to_pylist() == [False]
+
+
+def test_nested_keys_and_number_values_convert_identically_on_both_extraction_paths():
+    import pyarrow as pa
+
+    from schemahub.mapping import TableMapping, compile_mapping
+
+    m = compile_mapping(TableMapping.model_validate({"columns": {
+        "trade_id": {"path": "id", "type": "string"}, "price": {"path": "px.value", "type": "decimal"},
+        "size": {"path": "qty", "type": "decimal"},
+        "side": {"path": "taker.side", "type": "enum", "map": {"B": "buy", "S": "sell"}},
+        "trade_time": {"path": "ts", "type": "time", "format": "float_s"}}}))
+    lines = [b'{"id":1,"px":{"ccy":"USD","value":"100.5"},"qty":2.12345678,"taker":{"side":"B"},"ts":1762820035.9822777}',
+             b'{"id":2,"px":{"value":"101.25","ccy":"USD"},"qty":3,"taker":{"side":"S"},"ts":1762820036.5}']
+    arr = pa.array([x.decode() for x in lines])
+    fast, bad_fast = m.apply(arr, b"\n".join(lines))   # Arrow JSON reader where exact
+    slow, bad_slow = m.apply(arr, None)                # regex on the source text only
+    for cols in (fast, slow):
+        assert cols["price"].to_pylist() == [Decimal("100.5"), Decimal("101.25")]
+        assert cols["size"].to_pylist() == [Decimal("2.12345678"), Decimal("3")]  # JSON numbers, never through float
+        assert cols["side"].to_pylist() == ["buy", "sell"]
+        assert [t.timestamp() * 0 + t.microsecond for t in cols["trade_time"].to_pylist()] == [982277, 500000]
+    assert bad_fast.reason.null_count == bad_slow.reason.null_count == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from operator import itemgetter
 
+from schemahub.assets import unify_asset
 from schemahub.sources.base import Chunk, Product, Source, parse_time
 from schemahub.sources.http import Retryable
 from schemahub.sources.spec import ExchangeSpec
@@ -49,7 +50,8 @@ class IdWindowSource(Source):
                 continue
             if any(rec.get(flag) for flag in ps.disabled_flags):
                 continue
-            base, quote = str(rec[ps.base_field]).upper(), str(rec[ps.quote_field]).upper()
+            base = unify_asset(self.exchange, str(rec[ps.base_field]))
+            quote = unify_asset(self.exchange, str(rec[ps.quote_field]))
             out.append(Product(f"{base}-{quote}", str(rec[ps.symbol_field]), base, quote))
         return sorted(out, key=lambda p: p.product_id)
 
