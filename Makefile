@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench demo run clean
 
 install: $(STAMP)
 
@@ -32,3 +32,6 @@ clean:
 
 demo: install
 	$(BIN)/python -m schemahub.cli demo
+
+run: install
+	$(BIN)/python -m schemahub.cli run
