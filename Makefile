@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench demo run clean
+NODE_STAMP := node_modules/.installed
+LAYERS_STAMP := layers/build/.built
+CDK_CLI := aws-cdk@2.1148.1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: install test lint bench demo run clean layers synth deploy
 
 install: $(STAMP)
 
@@ -15,8 +21,26 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: install
-	$(BIN)/ruff check --select F functions tests bench
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Lambda layers for manylinux x86_64 / CPython 3.12, from requirements.txt (no Docker needed).
+$(LAYERS_STAMP): requirements.txt cdk_app/package.py | $(STAMP)
+	$(BIN)/python cdk_app/package.py layers
+	touch $@
+
+layers: $(LAYERS_STAMP)
+
+synth: install layers
+	CDK_OUTDIR=cdk.out $(BIN)/python cdk_app/app.py
+	@echo "template: cdk.out/Schemahub.template.json"
+
+deploy: install layers
+	npx --yes $(CDK_CLI) deploy Schemahub
+
+test: install $(NODE_STAMP) $(LAYERS_STAMP)
+	$(BIN)/ruff check --select F functions tests bench cdk_app
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: install
@@ -28,7 +52,7 @@ bench: install
 	$(BIN)/python bench/bench_query.py
 
 clean:
-	rm -rf $(VENV) data demo-data .pytest_cache
+	rm -rf $(VENV) data demo-data .pytest_cache node_modules layers/build build cdk.out
 
 demo: install
 	$(BIN)/python -m schemahub.cli demo

@@ -395,10 +395,15 @@ class Lander:
         writer = _Writer(self, cp, res)
         try:
             cursor, upper, advance = cp.hi, None, _advance_hi
+            first = True
             while True:
-                if deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
+                # The first object always gets a try while any time is left, so every run makes progress
+                # (a run that only ever said "more to do" would loop forever in Step Functions).
+                margin = 0.0 if first else self._chunk_estimate()
+                if deadline is not None and self.clock.monotonic() + margin > deadline:
                     res.more_to_do = True
                     break
+                first = False
                 lease.renew_if_due()
                 group = self._fetch_group(product, cursor, upper, head, res, deadline)
                 writer.submit(group, advance)

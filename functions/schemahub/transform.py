@@ -54,7 +54,7 @@ class ObjectResult:
     rows: int = 0
     quarantined: int = 0
     files: list[str] = field(default_factory=list)
-    skipped: bool = False
+    last_trade_us: int | None = None  # newest trade time, for the freshness metric
 
 
 @dataclass
@@ -141,6 +141,7 @@ class Transformer:
         res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows)
         self._write_quarantine(raw_key, bad, clean_stale=rebuild)
         if table.num_rows:
+            res.last_trade_us = pc.max(pc.cast(table["trade_time"], pa.int64())).as_py()
             days = pc.cast(table["trade_time"], pa.date32())  # the UTC day
             lo, hi = pc.min_max(days).values()
             for day in ([lo] if lo == hi else sorted(pc.unique(days).to_pylist())):

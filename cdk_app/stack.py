@@ -1,0 +1,241 @@
+"""The schemahub stack: schedule -> Step Functions fan-out -> ingest Lambdas; S3 -> SQS -> transform; Glue/Athena."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+import yaml
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "schemahub"
+PREFIX = "schemahub/"  # storage root inside the bucket
+
+# The unified table (functions/schemahub/table.py) as Glue columns; partition keys live in the path.
+GLUE_COLUMNS = [
+    ("symbol", "string"), ("base_asset", "string"), ("quote_asset", "string"), ("trade_id", "string"),
+    ("price", "decimal(38,12)"), ("size", "decimal(38,12)"), ("side", "string"),
+    ("trade_time", "timestamp"), ("ingested_at", "timestamp"), ("raw_key", "string"),
+]
+GLUE_PARTITIONS = [("exchange", "string"), ("product_id", "string"), ("date", "string")]
+
+NAMED_QUERIES = {
+    "latest-trades": "SELECT * FROM trades WHERE date >= date_format(current_date - interval '1' day, '%Y-%m-%d') "
+                     "ORDER BY trade_time DESC LIMIT 100",
+    "ohlcv-1m": "SELECT exchange, product_id, date_trunc('minute', trade_time) AS minute, "
+                "min_by(price, trade_time) AS open, max(price) AS high, min(price) AS low, max_by(price, trade_time) AS close, "
+                "sum(size) AS volume, count(*) AS trades FROM trades "
+                "WHERE product_id = 'BTC-USD' AND date = date_format(current_date, '%Y-%m-%d') GROUP BY 1, 2, 3 ORDER BY 3",
+    "daily-vwap": "SELECT exchange, product_id, date, sum(price * size) / sum(size) AS vwap, sum(size) AS volume "
+                  "FROM trades GROUP BY 1, 2, 3 ORDER BY 3 DESC, 1, 2",
+    "duplicate-check": "SELECT exchange, product_id, trade_id, count(*) AS copies FROM trades "
+                       "GROUP BY 1, 2, 3 HAVING count(*) > 1",
+    "gap-check": "SELECT exchange, product_id, prev_id, id AS next_id, id - prev_id - 1 AS missing FROM ("
+                 "SELECT exchange, product_id, CAST(trade_id AS bigint) AS id, "
+                 "lag(CAST(trade_id AS bigint)) OVER (PARTITION BY exchange, product_id ORDER BY CAST(trade_id AS bigint)) AS prev_id "
+                 "FROM trades WHERE exchange = 'coinbase') WHERE id - prev_id > 1",
+}
+
+
+def seeded_products() -> dict[str, list[str]]:
+    doc = yaml.safe_load((ROOT / "mappings" / "product_ids_seed.yaml").read_text()) or {}
+    return {ex: [p["product_id"] for p in items] for ex, items in (doc.get("exchanges") or {}).items()}
+
+
+class SchemahubStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, code_dir: Path, layers_dir: Path,
+                 schedule_minutes: int = 30, max_concurrency: int = 10, freshness_alarm_s: int = 3 * 3600,
+                 **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        products = seeded_products()
+
+        # ------------------------------------------------------------------ storage
+        bucket = s3.Bucket(
+            self, "Data",
+            encryption=s3.BucketEncryption.S3_MANAGED, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True, versioned=False, removal_policy=cdk.RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="athena-results", prefix="athena-results/", expiration=cdk.Duration.days(30)),
+                s3.LifecycleRule(id="leases", prefix=f"{PREFIX}leases/", noncurrent_version_expiration=cdk.Duration.days(1)),
+                s3.LifecycleRule(id="abort-multipart", abort_incomplete_multipart_upload_after=cdk.Duration.days(1)),
+            ],
+        )
+        storage = f"s3://{bucket.bucket_name}/{PREFIX.rstrip('/')}"
+
+        # ------------------------------------------------------------------ lambdas
+        code = lambda_.Code.from_asset(str(code_dir))
+        core = lambda_.LayerVersion(self, "CoreLayer", code=lambda_.Code.from_asset(str(layers_dir / "core")),
+                                    compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
+                                    description="pydantic, pyyaml, aws-lambda-powertools")
+        arrow = lambda_.LayerVersion(self, "ArrowLayer", code=lambda_.Code.from_asset(str(layers_dir / "arrow")),
+                                     compatible_runtimes=[lambda_.Runtime.PYTHON_3_12], description="pyarrow")
+        env = {"SCHEMAHUB_STORAGE": storage, "SCHEMAHUB_MAPPINGS": "/var/task/mappings",
+               "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE, "POWERTOOLS_SERVICE_NAME": "schemahub"}
+
+        def fn(name: str, handler: str, layers, timeout_s: int, memory: int) -> lambda_.Function:
+            log_group = logs.LogGroup(self, f"{name}Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                      removal_policy=cdk.RemovalPolicy.DESTROY)
+            return lambda_.Function(
+                self, name, runtime=lambda_.Runtime.PYTHON_3_12, architecture=lambda_.Architecture.X86_64,
+                handler=handler, code=code, layers=layers, timeout=cdk.Duration.seconds(timeout_s),
+                memory_size=memory, environment=env, log_group=log_group, tracing=lambda_.Tracing.ACTIVE,
+            )
+
+        plan_fn = fn("PlanFunction", "handlers.plan.handler", [core], 30, 256)
+        ingest_fn = fn("IngestFunction", "handlers.ingest.handler", [core], 300, 512)  # no pyarrow: small and fast to start
+        transform_fn = fn("TransformFunction", "handlers.transform.handler", [core, arrow], 300, 1536)
+
+        # Least privilege, by prefix.
+        obj = lambda *ps: [bucket.arn_for_objects(f"{PREFIX}{p}*") for p in ps]
+        ingest_fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:PutObject"], resources=obj("raw/", "checkpoints/", "leases/")))
+        ingest_fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{PREFIX}raw/*"]}}))
+        transform_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=obj("raw/", "transformed/")))
+        transform_fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:DeleteObject"], resources=obj("curated/", "quarantine/", "transformed/")))
+
+        # ------------------------------------------------------------------ S3 -> SQS -> transform
+        dlq = sqs.Queue(self, "TransformDLQ", retention_period=cdk.Duration.days(14), enforce_ssl=True,
+                        encryption=sqs.QueueEncryption.SQS_MANAGED)
+        queue = sqs.Queue(self, "RawObjects", visibility_timeout=cdk.Duration.seconds(6 * 300), enforce_ssl=True,
+                          encryption=sqs.QueueEncryption.SQS_MANAGED,
+                          dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=5))
+        bucket.add_event_notification(s3.EventType.OBJECT_CREATED, s3n.SqsDestination(queue),
+                                      s3.NotificationKeyFilter(prefix=f"{PREFIX}raw/"))
+        transform_fn.add_event_source(sources.SqsEventSource(queue, batch_size=10, max_batching_window=cdk.Duration.seconds(30),
+                                                             report_batch_item_failures=True))
+
+        # ------------------------------------------------------------------ Step Functions fan-out
+        lambda_errors = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                         "Lambda.TooManyRequestsException"]
+        plan = tasks.LambdaInvoke(self, "Plan", lambda_function=plan_fn, payload_response_only=True,
+                                  retry_on_service_exceptions=True)
+        ingest = tasks.LambdaInvoke(
+            self, "Ingest", lambda_function=ingest_fn, payload_response_only=True, retry_on_service_exceptions=False,
+            payload=sfn.TaskInput.from_object({"exchange.$": "$.exchange", "product_id.$": "$.product_id"}))
+        ingest.add_retry(errors=lambda_errors, interval=cdk.Duration.seconds(2), max_attempts=6, backoff_rate=2,
+                         jitter_strategy=sfn.JitterType.FULL)
+        failed = sfn.Pass(self, "RecordFailure", parameters={"failed": True, "error.$": "$.error"})
+        ingest.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        done = sfn.Succeed(self, "ProductDone")
+        more = sfn.Choice(self, "MoreToDo?").when(sfn.Condition.boolean_equals("$.more_to_do", True), ingest).otherwise(done)
+        per_product = sfn.Map(self, "EachProduct", items_path="$.items", max_concurrency=max_concurrency,
+                              item_selector={"exchange.$": "$$.Map.Item.Value.exchange",
+                                             "product_id.$": "$$.Map.Item.Value.product_id"})
+        per_product.item_processor(ingest.next(more))
+        sm_logs = logs.LogGroup(self, "StateMachineLogs", retention=logs.RetentionDays.ONE_MONTH,
+                                removal_policy=cdk.RemovalPolicy.DESTROY)
+        machine = sfn.StateMachine(
+            self, "Cycle", definition_body=sfn.DefinitionBody.from_chainable(plan.next(per_product)),
+            timeout=cdk.Duration.hours(2), tracing_enabled=True,
+            logs=sfn.LogOptions(destination=sm_logs, level=sfn.LogLevel.ALL))
+        events.Rule(self, "Schedule", schedule=events.Schedule.rate(cdk.Duration.minutes(schedule_minutes)),
+                    targets=[targets.SfnStateMachine(machine)])
+
+        # ------------------------------------------------------------------ Glue + Athena
+        db = glue.CfnDatabase(self, "Database", catalog_id=self.account,
+                              database_input=glue.CfnDatabase.DatabaseInputProperty(name="schemahub"))
+        location = f"s3://{bucket.bucket_name}/{PREFIX}curated/"
+        table = glue.CfnTable(
+            self, "TradesTable", catalog_id=self.account, database_name="schemahub",
+            table_input=glue.CfnTable.TableInputProperty(
+                name="trades", table_type="EXTERNAL_TABLE",
+                partition_keys=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in GLUE_PARTITIONS],
+                parameters={
+                    "classification": "parquet", "EXTERNAL": "TRUE",
+                    # Partition projection: new days are queryable with no crawler or API call.
+                    "projection.enabled": "true",
+                    "projection.exchange.type": "enum",
+                    "projection.exchange.values": ",".join(sorted(products)) or "coinbase",
+                    "projection.product_id.type": "enum",
+                    "projection.product_id.values": ",".join(sorted({p for ps in products.values() for p in ps})),
+                    "projection.date.type": "date", "projection.date.format": "yyyy-MM-dd",
+                    "projection.date.range": "2015-01-01,NOW", "projection.date.interval": "1",
+                    "projection.date.interval.unit": "DAYS",
+                    "storage.location.template": location + "exchange=${exchange}/product_id=${product_id}/date=${date}/",
+                },
+                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                    location=location,
+                    columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in GLUE_COLUMNS],
+                    input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                    output_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                    serde_info=glue.CfnTable.SerdeInfoProperty(
+                        serialization_library="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"),
+                ),
+            ),
+        )
+        table.node.add_dependency(db)
+        workgroup = athena.CfnWorkGroup(
+            self, "WorkGroup", name="schemahub", state="ENABLED",
+            work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+                enforce_work_group_configuration=True, publish_cloud_watch_metrics_enabled=True,
+                bytes_scanned_cutoff_per_query=100 * 1024**3,
+                result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                    output_location=f"s3://{bucket.bucket_name}/athena-results/",
+                    encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(encryption_option="SSE_S3"))))
+        for name, sql in NAMED_QUERIES.items():
+            q = athena.CfnNamedQuery(self, f"Query-{name}", name=name, database="schemahub", query_string=sql,
+                                     work_group=workgroup.name)
+            q.node.add_dependency(workgroup)
+
+        # ------------------------------------------------------------------ dashboard + alarms
+        def m(name: str, dims: dict, stat: str = "Sum") -> cw.Metric:
+            return cw.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map=dims, statistic=stat,
+                             period=cdk.Duration.minutes(30))
+
+        pairs = [(ex, p) for ex, ps in sorted(products.items()) for p in ps]
+        per = lambda name, stat="Sum": [m(name, {"exchange": ex, "product_id": p}, stat) for ex, p in pairs]  # noqa: E731
+        freshness = cw.MathExpression(
+            expression="MAX([" + ",".join(f"f{i}" for i in range(len(pairs))) + "])",
+            using_metrics={f"f{i}": mm for i, mm in enumerate(per("FreshnessSeconds", "Maximum"))},
+            label="worst freshness (s)", period=cdk.Duration.minutes(30)) if pairs else None
+        dash = cw.Dashboard(self, "Dashboard", dashboard_name="schemahub")
+        dash.add_widgets(
+            cw.GraphWidget(title="Trades ingested per product", left=per("TradesIngested"), width=12),
+            cw.GraphWidget(title="Freshness: now - newest trade (s)", left=per("FreshnessSeconds", "Maximum"), width=12),
+        )
+        exch = sorted(products)
+        dash.add_widgets(
+            cw.GraphWidget(title="Rate-limit hits and HTTP retries",
+                           left=[m("RateLimited", {"exchange": e}) for e in exch] + [m("HttpRetries", {"exchange": e}) for e in exch],
+                           width=8),
+            cw.GraphWidget(title="Rows transformed / quarantined", left=per("RowsTransformed"), right=per("RowsQuarantined"), width=8),
+            cw.GraphWidget(title="Errors", left=[ingest_fn.metric_errors(), transform_fn.metric_errors(), plan_fn.metric_errors()]
+                           + [m("IngestErrors", {"exchange": e}) for e in exch], width=8),
+        )
+        dlq_depth = dlq.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(5))
+        failed_runs = machine.metric_failed(period=cdk.Duration.minutes(30))
+        dash.add_widgets(cw.GraphWidget(title="Transform DLQ depth", left=[dlq_depth], width=12),
+                         cw.GraphWidget(title="Step Functions executions failed", left=[failed_runs], width=12))
+        if freshness is not None:
+            cw.Alarm(self, "FreshnessAlarm", metric=freshness, threshold=freshness_alarm_s, evaluation_periods=1,
+                     comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                     treat_missing_data=cw.TreatMissingData.BREACHING, alarm_description="Newest trade is too old")
+        cw.Alarm(self, "DLQAlarm", metric=dlq_depth, threshold=0, evaluation_periods=1,
+                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                 alarm_description="Raw objects failed to transform 5 times")
+        cw.Alarm(self, "FailedExecutionsAlarm", metric=failed_runs, threshold=1, evaluation_periods=1,
+                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING, alarm_description="A scheduled cycle failed")
+
+        cdk.CfnOutput(self, "BucketName", value=bucket.bucket_name)
+        cdk.CfnOutput(self, "StateMachineArn", value=machine.state_machine_arn)
+        self.bucket, self.machine, self.queue, self.dlq = bucket, machine, queue, dlq
+        self.functions = {"plan": plan_fn, "ingest": ingest_fn, "transform": transform_fn}
