@@ -30,6 +30,10 @@ ACKNOWLEDGED = {
         "Step Functions may invoke any version or alias of its own Ingest function.",
     **{f"AwsSolutions-IAM5[Resource::<Data666C94C7.Arn>/schemahub/{p}/*]": f"Scoped to one prefix: {why}."
        for p, why in _PREFIXES.items()},
+    **{"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+       '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"Cycle2E77DA77"}]}]}' + suffix + "]":
+       "The distributed map starts, describes and stops its own child executions, whose names are generated."
+       for suffix in (":*", "/*:*")},
 }
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
-from handlers.common import exchange_metric, logger, product_metric, storage
+from handlers.common import exchange_metric, logger, storage
 from schemahub.ingest import load_seed, make_source, resolve_products
 from schemahub.landing import IngestOptions, Lander
 from schemahub.store import open_store
@@ -33,7 +33,7 @@ def handler(event, context) -> dict:
     [product] = resolve_products(source, [item.product_id], load_seed())
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_S
     res = Lander(open_store(storage()), source).run(product, IngestOptions(since=item.since), deadline)
-    product_metric("TradesIngested", res.trades, MetricUnit.Count, item.exchange, item.product_id)
+    exchange_metric("TradesIngested", res.trades, MetricUnit.Count, item.exchange)
     stats = source.http.stats
     exchange_metric("RateLimited", stats.rate_limited, MetricUnit.Count, item.exchange)
     exchange_metric("HttpRetries", stats.retries, MetricUnit.Count, item.exchange)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from handlers.common import logger, product_metric, storage
+from handlers.common import exchange_metric, logger, storage
 from schemahub.store import open_store
 from schemahub.transform import Transformer, marker_key
 
@@ -47,12 +47,14 @@ def record_handler(record: SQSRecord) -> None:
             continue
         res = t.transform_object(key)
         _, exchange, product_id, _ = key.split("/", 3)
-        product_metric("RowsTransformed", res.rows, MetricUnit.Count, exchange, product_id)
-        product_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, exchange, product_id)
+        exchange_metric("RowsTransformed", res.rows, MetricUnit.Count, exchange)
+        exchange_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, exchange)
+        freshness = None
         if res.last_trade_us is not None:
-            product_metric("FreshnessSeconds", max(0.0, time.time() - res.last_trade_us / 1e6), MetricUnit.Seconds,
-                           exchange, product_id)
-        logger.info("transformed", extra={"raw_key": key, "rows": res.rows, "quarantined": res.quarantined})
+            freshness = round(max(0.0, time.time() - res.last_trade_us / 1e6), 1)
+            exchange_metric("FreshnessSeconds", freshness, MetricUnit.Seconds, exchange)
+        logger.info("transformed", extra={"raw_key": key, "exchange": exchange, "product_id": product_id,
+                                          "rows": res.rows, "quarantined": res.quarantined, "freshness_s": freshness})
 
 
 @logger.inject_lambda_context

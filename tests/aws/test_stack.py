@@ -42,6 +42,10 @@ def test_state_machine_fans_out_over_products_and_loops_while_more_to_do(synth):
     assert d["StartAt"] == "Plan" and d["States"]["Plan"]["Resource"] == arns[plan_id]
     m = d["States"]["EachProduct"]
     assert m["Type"] == "Map" and m["ItemsPath"] == "$.items" and m["MaxConcurrency"] == 10
+    # Children run as Express (cost), the parent as Standard (console reruns and redrive).
+    assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}
+    [sm] = resources(template, "AWS::StepFunctions::StateMachine").values()
+    assert sm["Properties"].get("StateMachineType", "STANDARD") == "STANDARD"
     inner = m["ItemProcessor"]["States"]
     assert inner["Ingest"]["Resource"] == arns[ingest_id]
     retry = inner["Ingest"]["Retry"][0]
@@ -149,3 +153,12 @@ def test_packaged_function_stays_under_the_lambda_size_limit(synth):
     assert code + core < 40 * 2**20  # the ingest function stays small
     assert not (code_dir / "schemahub" / "sim.py").exists() and (code_dir / "mappings" / "exchanges").is_dir()
     assert (LAYERS / "arrow" / "python" / "pyarrow").is_dir() and not (LAYERS / "core" / "python" / "pyarrow").exists()
+
+
+def test_metrics_have_no_per_product_dimension_so_cost_does_not_grow_with_products(synth):
+    template, _, _ = synth
+    body = json.dumps(template)
+    assert '"product_id"' not in json.dumps([a["Properties"].get("Dimensions") for a in resources(template, "AWS::CloudWatch::Alarm").values()])
+    handlers = (ROOT / "functions" / "handlers" / "common.py").read_text()
+    assert "product_id" not in handlers.split("def exchange_metric", 1)[1]
+    assert "stats sum(result.trades)" in body  # per-product views come from Logs Insights
