@@ -162,3 +162,11 @@ def test_metrics_have_no_per_product_dimension_so_cost_does_not_grow_with_produc
     handlers = (ROOT / "functions" / "handlers" / "common.py").read_text()
     assert "product_id" not in handlers.split("def exchange_metric", 1)[1]
     assert "stats sum(result.trades)" in body  # per-product views come from Logs Insights
+
+
+def test_ingest_and_plan_handlers_never_import_pyarrow():
+    # Their layer has no pyarrow: an import would only fail in production, so check it here.
+    code = "import sys; import handlers.ingest, handlers.plan; assert 'pyarrow' not in sys.modules, 'pyarrow imported'"
+    env = {"PYTHONPATH": str(ROOT / "functions"), "PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"}
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
