@@ -276,6 +276,16 @@ def cmd_demo(args) -> int:
     return code
 
 
+def _ingest_options(s: argparse.ArgumentParser) -> None:
+    """Options shared by `ingest` and `run`."""
+    s.add_argument("--since", type=_since, help="first run: first trade time to land; later: backfill down to it")
+    s.add_argument("--workers", type=int, default=4, help="products ingested in parallel (default 4)")
+    s.add_argument("--resume", action="store_true", help="only continue products that already have a checkpoint")
+    s.add_argument("--max-seconds", type=float, help="stop cleanly at a page boundary after this long")
+    s.add_argument("--lease-ttl", type=float, default=60.0, help="seconds a product lease lasts between renewals")
+    s.add_argument("--wait-lease", type=float, default=0.0, help="wait up to this long for a held lease (default: skip)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
@@ -298,13 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", parents=[common], help="land new trades exactly once into raw/")
     s.add_argument("--exchange")
     s.add_argument("--product", action="append", help="unified product id (BTC-USD) or the exchange's symbol; repeatable")
-    s.add_argument("--since", type=_since, help="first run: first trade time to land; later: backfill down to it")
-    s.add_argument("--workers", type=int, default=4, help="products ingested in parallel (default 4)")
+    _ingest_options(s)
     s.add_argument("--dry-run", action="store_true", help="write nothing; print the plan")
-    s.add_argument("--resume", action="store_true", help="only continue products that already have a checkpoint")
-    s.add_argument("--max-seconds", type=float, help="stop cleanly at a page boundary after this long")
-    s.add_argument("--lease-ttl", type=float, default=60.0, help="seconds a product lease lasts between renewals")
-    s.add_argument("--wait-lease", type=float, default=0.0, help="wait up to this long for a held lease (default: skip)")
     s.add_argument("--json", action="store_true", help="print results as JSON")
     s.set_defaults(func=cmd_ingest)
 
@@ -326,12 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("run", parents=[common], help="one scheduled cycle: ingest every seeded product, then transform")
-    s.add_argument("--workers", type=int, default=4)
-    s.add_argument("--since", type=_since)
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--max-seconds", type=float)
-    s.add_argument("--lease-ttl", type=float, default=60.0)
-    s.add_argument("--wait-lease", type=float, default=0.0)
+    _ingest_options(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", parents=[common], help="offline: simulator -> run -> stats and a query, in ./demo-data")

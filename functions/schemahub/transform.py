@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -96,14 +97,13 @@ class Transformer:
         done = {o.key for o in self.store.list(MARKER_PREFIX + prefix.removeprefix("raw/"))}
         return [k for k in raw if marker_key(k) not in done]
 
-    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline=None, clock=None) -> TransformResult:
+    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None) -> TransformResult:
+        """Transform pending raw objects under prefix; stop starting new ones after deadline (time.monotonic())."""
         res = TransformResult()
         keys = self.pending(rebuild=rebuild, prefix=prefix)
         if dry_run:
             res.pending = keys
             return res
-        import time
-
         for key in keys:
             if deadline is not None and time.monotonic() > deadline:
                 res.pending.append(key)
