@@ -83,11 +83,25 @@ def load_model(model: type[M], path: str | Path) -> M:
         raise ConfigError(format_validation_error(e, path, lines)) from None
 
 
+def _yaml_loc(err: dict, lines: dict[tuple, int]) -> tuple:
+    """The error's location as YAML keys: without the tags pydantic adds for tagged unions."""
+    kept: tuple = ()
+    parts = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    for i, p in enumerate(parts):
+        tagged = any(kept + (d,) in lines for d in ("kind", "type"))
+        if isinstance(p, str) and kept + (p,) not in lines and tagged and i < len(parts) - 1:
+            continue  # 'id_forward' in source.trades.pagination.id_forward.start is the union's tag
+        kept += (p,)
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        kept += (str(err.get("ctx", {}).get("discriminator", "")).strip("'"),)
+    return kept
+
+
 def format_validation_error(e: ValidationError, path: str, lines: dict[tuple, int]) -> str:
     """One line per problem: 'file:line: key: message'."""
     out = []
     for err in e.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _yaml_loc(err, lines)
         # A missing key has no line of its own: point at its nearest parent.
         line = _line_for(loc, lines)
         key = ".".join(str(p) for p in loc) or "(top level)"

@@ -14,8 +14,8 @@ from schemahub.config import default_mappings_dir
 from schemahub.errors import ConfigError, ExchangeBanned
 from schemahub.landing import IngestOptions, Lander, ProductResult
 from schemahub.sources.base import Product, Source
-from schemahub.sources.http import HttpClient, RateLimiter
-from schemahub.sources.idwindow import build_source
+from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
+from schemahub.sources.build import build_source
 from schemahub.sources.spec import load_exchange, with_base_url
 from schemahub.store.base import ObjectStore
 
@@ -44,6 +44,8 @@ def make_source(
         max_attempts=s.retry.max_attempts,
         base_delay_s=s.retry.base_delay_s,
         max_delay_s=s.retry.max_delay_s,
+        ban_statuses=frozenset(s.ban_statuses),
+        weight=WeightBudget(s.weight.header, s.weight.limit, s.weight.window_s, s.weight.pause_at, clock) if s.weight else None,
         clock=clock,
     )
     return build_source(spec, http)

@@ -369,6 +369,11 @@ class Lander:
             cp = self.checkpoints.create(Checkpoint(self.exchange, pid, start, start))
         elif opts.since is not None and cp.backfill_target is None:
             start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
+            if start < cp.lo and not self.source.supports_backfill:
+                raise SchemahubError(
+                    f"{self.exchange}/{pid}: --since is before the landed range, and {self.exchange}'s cursor cannot "
+                    "bound a backfill; ingest that period into another storage instead"
+                )
             if start < cp.lo:
                 target = start
                 cp = self.checkpoints.update(

@@ -54,7 +54,9 @@ class DecimalField(_Sourced):
 
 class TimeField(_Sourced):
     type: Literal["time"]
-    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "float_s"]
+    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+        description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance sends µs on request, ms by default)"
+    )
 
 
 class EnumField(_Sourced):
@@ -296,6 +298,12 @@ def _time_micros(text, fmt: str):
         secs = pc.cast(pc.if_else(ok, m.field("secs"), "0"), pa.int64())
         frac = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(m.field("frac"), ""), 0, 6), width=6, padding="0")
         micros = pc.add(pc.multiply(secs, 1_000_000), pc.cast(pc.if_else(ok, frac, "0"), pa.int64()))
+    elif fmt == "epoch_ms_or_us":
+        # Unambiguous by length for 2001..2286: ms have 13 digits, µs 16; anything else is quarantined.
+        ms = pc.match_substring_regex(text, r"^[0-9]{13}$")
+        ok = pc.or_(ms, pc.match_substring_regex(text, r"^[0-9]{16}$"))
+        raw = pc.cast(pc.if_else(pc.fill_null(ok, False), text, "0"), pa.int64())
+        micros = pc.if_else(pc.fill_null(ms, False), pc.multiply(raw, 1000), raw)
     else:
         ok = pc.match_substring_regex(text, r"^[0-9]{1,19}$")
         raw = pc.cast(pc.if_else(pc.fill_null(ok, False), text, "0"), pa.int64())

@@ -6,6 +6,11 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import json
+import re
+
+from schemahub.assets import unify_asset
+from schemahub.errors import SourceError
 from schemahub.sources.http import HttpClient, Response, Retryable
 from schemahub.sources.jsonsplit import JSONShapeError, split_compact_array, split_records
 from schemahub.sources.spec import ExchangeSpec
@@ -44,18 +49,89 @@ class ParsedPage:
 class Source(abc.ABC):
     """An exchange's trade feed, addressed by integer cursors that only grow."""
 
+    supports_backfill = True  # can walk a bounded range below the landed one (--since earlier than before)
+
     def __init__(self, spec: ExchangeSpec, http: HttpClient) -> None:
         self.spec = spec
         self.http = http
         self.base_url = spec.source.base_url
+        self.t = spec.source.trades
+        self.p = self.t.pagination
+        self.records_path = tuple(self.t.records_path)
+        self.errors = spec.source.errors
+        self._retry_when = [re.compile(p) for p in self.errors.retry_when] if self.errors else []
+
+    # ------------------------------------------------------------ requests
+    def trades_url(self, symbol: str) -> str:
+        return self.base_url + self.t.path.replace("{symbol}", symbol)
+
+    def trades_query(self, symbol: str, params: dict) -> dict:
+        """The spec's fixed query (with the symbol) followed by the paging parameters."""
+        return {**{k: v.replace("{symbol}", symbol) for k, v in self.t.query.items()}, **params}
+
+    def get_records(self, path: str, query: dict, records_path: tuple, symbol: str = "", deadline=None, headers=None):
+        """GET a helper endpoint; return (parsed page, response)."""
+        url = self.base_url + path.replace("{symbol}", symbol)
+        q = {k: v.replace("{symbol}", symbol) for k, v in query.items()}
+        resp = self.http.get(url, q, parse=lambda r: self.parse_page(r, records_path), headers=headers, deadline=deadline)
+        return resp.parsed, resp
+
+    def list_products(self) -> list[Product]:
+        """Products the exchange lists as online, with unified ids."""
+        ps = self.spec.source.products
+        resp = self.http.get(self.base_url + ps.path, dict(ps.query), parse=self._json)
+        records = records_at(resp.parsed, ps.records_path)
+        out = []
+        for rec in records:
+            if not isinstance(rec, dict):
+                continue
+            if ps.status_field and str(rec.get(ps.status_field, "")).lower() not in ps.online_values:
+                continue
+            if any(rec.get(flag) for flag in ps.disabled_flags):
+                continue
+            if ps.pair_field:
+                pair = str(rec.get(ps.pair_field) or "")
+                if ps.pair_separator not in pair:
+                    continue  # e.g. a dark-pool or index listing without a plain pair name
+                base_raw, _, quote_raw = pair.partition(ps.pair_separator)
+            else:
+                base_raw, quote_raw = str(rec[ps.base_field]), str(rec[ps.quote_field])
+            base, quote = unify_asset(self.exchange, base_raw), unify_asset(self.exchange, quote_raw)
+            out.append(Product(f"{base}-{quote}", str(rec[ps.symbol_field]), base, quote))
+        return sorted(out, key=lambda p: p.product_id)
+
+    def _json(self, resp: Response):
+        if resp.body[:1] == b"<":
+            raise Retryable(f"HTML instead of JSON ({len(resp.body)} bytes)")
+        try:
+            doc = json.loads(resp.body)
+        except ValueError as e:
+            raise Retryable(f"unusable JSON ({len(resp.body)} bytes): {e}") from None
+        self.check_envelope(doc)
+        return doc
+
+    def check_envelope(self, doc) -> None:
+        """Raise for an error reported inside an HTTP 200 body (Kraken `error`, OKX `code`)."""
+        e = self.errors
+        if e is None or not isinstance(doc, dict):
+            return
+        value = _get(doc, e.path)
+        if e.ok_values:
+            failed = value is not None and str(value) not in e.ok_values
+        else:
+            failed = bool(value)
+        if not failed:
+            return
+        text = value if isinstance(value, str) else json.dumps(value)
+        if e.message_path:  # e.g. OKX: "50011: Too Many Requests"
+            text = f"{text}: {_get(doc, e.message_path)}"
+        if any(p.search(text) for p in self._retry_when):
+            raise Retryable(f"{self.exchange} says: {text}")
+        raise SourceError(f"{self.exchange} answered with an error: {text}")
 
     @property
     def exchange(self) -> str:
         return self.spec.exchange
-
-    @abc.abstractmethod
-    def list_products(self) -> list[Product]:
-        """Products the exchange lists as online."""
 
     @abc.abstractmethod
     def head(self, symbol: str, deadline: float | None = None) -> int:
@@ -82,7 +158,13 @@ class Source(abc.ABC):
             text = body.decode("utf-8")
             doc, records, spans = split_records(text, records_path)
         except (UnicodeDecodeError, JSONShapeError) as e:
+            if self.errors is not None:  # an error envelope has no records: say what the exchange said
+                try:
+                    self.check_envelope(json.loads(body))
+                except ValueError:
+                    pass
             raise Retryable(f"unusable JSON ({len(body)} bytes): {e}") from None
+        self.check_envelope(doc)
         if len(text) == len(body):  # ASCII: character offsets are byte offsets
             lines = [body[a:b] for a, b in spans]
         else:
@@ -95,9 +177,39 @@ class Source(abc.ABC):
         return ParsedPage(doc, records, lines)
 
 
+def _get(doc, path):
+    for k in path:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(k)
+    return doc
+
+
+def records_at(doc, path) -> list:
+    """The list at path; "*" takes every value of an object (Kraken AssetPairs) or descends into its only list."""
+    cur = [doc]
+    for k in path:
+        nxt = []
+        for d in cur:
+            if not isinstance(d, dict):
+                continue
+            if k == "*":
+                nxt.extend(d.values())
+            elif k in d:
+                nxt.append(d[k])
+        cur = nxt
+    if len(cur) == 1 and isinstance(cur[0], list):
+        return cur[0]
+    return [x for x in cur if isinstance(x, dict)] if path and path[-1] == "*" else []
+
+
 def parse_time(value, fmt: str) -> datetime:
     """Parse one trade time (used for probing only; the transform is vectorized)."""
     if fmt == "rfc3339":
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if fmt == "float_s":
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    if fmt == "epoch_ms_or_us":
+        fmt = "epoch_us" if len(str(value)) >= 16 else "epoch_ms"
     divisor = {"epoch_s": 1, "epoch_ms": 10**3, "epoch_us": 10**6, "epoch_ns": 10**9}[fmt]
     return datetime.fromtimestamp(float(value) / divisor, tz=timezone.utc)

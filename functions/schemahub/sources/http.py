@@ -58,6 +58,45 @@ class RateLimiter:
             self._tokens = min(self._tokens, -seconds * self.rate)
 
 
+class WeightBudget:
+    """A request-weight budget the exchange reports in a header (Binance X-MBX-USED-WEIGHT-1M).
+
+    When the weight used in the current window reaches `pause_at` of the
+    limit, new requests wait until the window turns, instead of running into
+    429s (and, after those, a 418 ban).
+    """
+
+    def __init__(self, header: str, limit: int, window_s: float, pause_at: float = 0.8, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.header, self.limit, self.window_s, self.pause_at, self.clock = header, limit, window_s, pause_at, clock
+        self.used = 0
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, headers) -> None:
+        value = headers.get(self.header)
+        if value is None:
+            return
+        try:
+            used = int(value)
+        except ValueError:
+            return
+        with self._lock:
+            self.used = used
+            if used >= self.pause_at * self.limit:
+                # Windows are aligned to the wall clock (Binance counts per calendar minute).
+                now = self.clock.time()
+                self._until = self.clock.monotonic() + (self.window_s - now % self.window_s) + 0.05
+
+    def wait(self) -> float:
+        with self._lock:
+            delay = self._until - self.clock.monotonic()
+        if delay <= 0:
+            return 0.0
+        log.info("request weight %d of %d used: pausing %.1fs until the window turns", self.used, self.limit, delay)
+        self.clock.sleep(delay)
+        return delay
+
+
 @dataclass
 class HttpStats:
     """Counters the run reports and the Lambda emits as metrics."""
@@ -100,6 +139,7 @@ class HttpClient:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         pool: urllib3.PoolManager | None = None,
+        weight: WeightBudget | None = None,
     ) -> None:
         self.name = name
         self.rate = rate
@@ -115,6 +155,8 @@ class HttpClient:
         )
         self.stats = HttpStats()
         self._stats_lock = threading.Lock()
+        self.weight = weight
+        self.banned: str | None = None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads retries of parallel workers apart.
@@ -138,7 +180,11 @@ class HttpClient:
         full = url + ("?" + urlencode(params) if params else "")
         last = ""
         for attempt in range(self.max_attempts):
+            if self.banned:  # one ban stops every thread of this exchange: no request is sent after it
+                raise ExchangeBanned(self.banned)
             self._count(waited=self.rate.acquire())
+            if self.weight is not None:
+                self._count(waited=self.weight.wait())
             retry_after: float | None = None
             try:
                 r = self.pool.request("GET", full, timeout=self.timeout, headers=headers, preload_content=True)
@@ -147,11 +193,14 @@ class HttpClient:
                 reason = "timeout" if isinstance(e, urllib3.exceptions.TimeoutError) else "connection"
             else:
                 status = r.status
+                if self.weight is not None:
+                    self.weight.observe(r.headers)
                 if status in self.ban_statuses:
-                    raise ExchangeBanned(
+                    self.banned = (
                         f"{self.name}: HTTP {status} from {full}: banned (Retry-After={r.headers.get('Retry-After')}); "
                         f"stopping this exchange: {r.data[:200]!r}"
                     )
+                    raise ExchangeBanned(self.banned)
                 if status == 200:
                     resp = Response(status, r.headers, r.data, full)
                     if parse is None:

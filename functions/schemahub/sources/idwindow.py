@@ -11,49 +11,24 @@ from __future__ import annotations
 from datetime import datetime
 from operator import itemgetter
 
-from schemahub.assets import unify_asset
-from schemahub.sources.base import Chunk, Product, Source, parse_time
+from schemahub.sources.base import Chunk, Source, parse_time
 from schemahub.sources.http import Retryable
-from schemahub.sources.spec import ExchangeSpec
 
 
 class IdWindowSource(Source):
-    def __init__(self, spec: ExchangeSpec, http) -> None:
-        super().__init__(spec, http)
-        t = spec.source.trades
-        self.t = t
-        self.p = t.pagination
-        self.records_path = tuple(t.records_path)
-
-    def _url(self, symbol: str) -> str:
-        return self.base_url + self.t.path.replace("{symbol}", symbol)
-
     def _page(self, symbol: str, params: dict, deadline):
         def parse(resp):
             page = self.parse_page(resp, self.records_path)
             try:
                 ids = list(map(int, map(itemgetter(self.t.id_field), page.records)))
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise Retryable(f"a record lacks an integer {self.t.id_field!r}: {e}") from None
             return page, ids
 
-        resp = self.http.get(self._url(symbol), params, parse=parse, deadline=deadline)
+        resp = self.http.get(self.trades_url(symbol), self.trades_query(symbol, params), parse=parse,
+                             headers=self.t.headers or None, deadline=deadline)
         page, ids = resp.parsed
         return page, ids, resp
-
-    def list_products(self) -> list[Product]:
-        ps = self.spec.source.products
-        resp = self.http.get(self.base_url + ps.path, parse=lambda r: self.parse_page(r, tuple(ps.records_path)))
-        out = []
-        for rec in resp.parsed.records:
-            if ps.status_field and str(rec.get(ps.status_field, "")).lower() not in ps.online_values:
-                continue
-            if any(rec.get(flag) for flag in ps.disabled_flags):
-                continue
-            base = unify_asset(self.exchange, str(rec[ps.base_field]))
-            quote = unify_asset(self.exchange, str(rec[ps.quote_field]))
-            out.append(Product(f"{base}-{quote}", str(rec[ps.symbol_field]), base, quote))
-        return sorted(out, key=lambda p: p.product_id)
 
     def head(self, symbol: str, deadline: float | None = None) -> int:
         _, ids, _ = self._page(symbol, {self.p.limit_param: 1}, deadline)
@@ -108,10 +83,3 @@ class IdWindowSource(Source):
             max_id=hi_id,
         )
 
-
-def build_source(spec: ExchangeSpec, http) -> IdWindowSource:
-    """The Source for spec's pagination kind."""
-    kind = spec.source.trades.pagination.kind
-    if kind == "id_window_desc":
-        return IdWindowSource(spec, http)
-    raise NotImplementedError(kind)

@@ -6,9 +6,9 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemahub.config import default_mappings_dir, load_model
 from schemahub.mapping import TableMapping
@@ -33,7 +33,7 @@ class RetrySpec(_Strict):
 
 
 class IdWindowPagination(_Strict):
-    """Newest-first pages by trade id; `older` alone pages back, `newer`+`older` bound a window."""
+    """Newest-first pages by trade id; `older` alone pages back, `newer`+`older` bound a window (Coinbase, OKX)."""
 
     kind: Literal["id_window_desc"]
     older_param: str = "after"
@@ -41,32 +41,123 @@ class IdWindowPagination(_Strict):
     limit_param: str = "limit"
 
 
+class Endpoint(_Strict):
+    """A helper request: path plus query ({symbol} is replaced), and where its records are."""
+
+    path: str
+    query: dict[str, str] = {}
+    records_path: list[str] = []
+    limit_param: str = "limit"
+
+
+class StartByTime(Endpoint):
+    """Finds the first trade id at or after a time (Binance aggTrades: startTime -> first trade id `f`)."""
+
+    time_param: str
+    time_unit: Literal["s", "ms", "us"] = "ms"
+    first_id_field: str
+
+
+class IdForwardPagination(_Strict):
+    """Oldest-first pages from a trade id (Binance historicalTrades fromId); ids only grow."""
+
+    kind: Literal["id_forward"]
+    from_param: str = "fromId"
+    limit_param: str = "limit"
+    head: Endpoint = Field(description="newest trades (one is asked for): its largest id is the head")
+    start: StartByTime
+
+
+class CursorForwardPagination(_Strict):
+    """Oldest-first pages from an opaque integer cursor the response hands back (Kraken `since`/`last`).
+
+    The cursor is a time in `cursor_unit` since the epoch, so a first run can
+    start at a time, and the head of a run is the clock at its start.
+    """
+
+    kind: Literal["cursor_forward"]
+    cursor_param: str = "since"
+    cursor_path: list[str] = Field(min_length=1, description="where the next cursor is in the response")
+    cursor_unit: Literal["s", "ms", "us", "ns"] = "ns"
+    limit_param: str | None = None
+
+
+Pagination = Annotated[
+    Union[IdWindowPagination, IdForwardPagination, CursorForwardPagination], Field(discriminator="kind")
+]
+
+
+class ErrorEnvelope(_Strict):
+    """Errors an exchange reports inside HTTP 200 bodies.
+
+    `path` points at the error field: an error is a non-empty list there
+    (Kraken's `error`), or a value not in `ok_values` (OKX's `code`).
+    Messages matching `retry_when` are transient and retried with backoff;
+    any other error stops the product with the exchange's message.
+    """
+
+    path: list[str] = Field(min_length=1)
+    ok_values: list[str] = []
+    message_path: list[str] = []
+    retry_when: list[str] = []
+
+    @field_validator("retry_when")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pat in v:
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"{pat!r} is not a valid regular expression: {e}") from None
+        return v
+
+
+class WeightSpec(_Strict):
+    """A request-weight budget the exchange reports in a response header (Binance X-MBX-USED-WEIGHT-1M)."""
+
+    header: str
+    limit: int = Field(gt=0)
+    window_s: float = Field(gt=0)
+    pause_at: float = Field(default=0.8, gt=0, le=1, description="pause new requests until the window turns at this share")
+
+
 class ProductsSpec(_Strict):
     path: str
-    records_path: list[str] = []
+    query: dict[str, str] = {}
+    records_path: list[str] = Field(default=[], description='keys down to the list; "*" takes every value of an object')
     symbol_field: str
-    base_field: str
-    quote_field: str
+    base_field: str | None = None
+    quote_field: str | None = None
+    pair_field: str | None = Field(default=None, description="one field holding BASE<sep>QUOTE, e.g. Kraken wsname XBT/USD")
+    pair_separator: str = "/"
     status_field: str | None = None
     online_values: list[str] = ["online"]
     disabled_flags: list[str] = []
 
+    @model_validator(mode="after")
+    def _assets(self):
+        if self.pair_field is None and (self.base_field is None or self.quote_field is None):
+            raise ValueError("set base_field and quote_field, or pair_field")
+        return self
+
 
 class TradesSpec(_Strict):
+    query: dict[str, str] = Field(default={}, description="fixed query parameters; {symbol} is replaced")
     path: str = Field(description="URL path; {symbol} is replaced by the exchange's symbol")
-    records_path: list[str] = []
-    id_field: str
-    time_field: str
-    time_format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"]
+    headers: dict[str, str] = {}
+    records_path: list[str] = Field(default=[], description='keys down to the trades array; "*" is the first array-valued key')
+    id_field: str | int = Field(description="key of the trade id, or its index in array rows")
+    time_field: str | int
+    time_format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"]
     page_size: int = Field(ge=1, le=10000)
     pages_per_object: int = Field(default=10, ge=1, le=100, description="pages landed together in one raw object")
-    pagination: IdWindowPagination
+    pagination: Pagination
 
     @field_validator("path")
     @classmethod
-    def _has_symbol(cls, v: str) -> str:
-        if "{symbol}" not in v:
-            raise ValueError("must contain '{symbol}'")
+    def _has_symbol(cls, v: str, info: ValidationInfo) -> str:
+        if "{symbol}" not in v and not any("{symbol}" in q for q in (info.data.get("query") or {}).values()):
+            raise ValueError("must contain '{symbol}' (or a value in query: must)")
         return v
 
 
@@ -75,7 +166,10 @@ class SourceSpec(_Strict):
     timeout_s: float = Field(default=10.0, gt=0)
     first_run_lookback: str = "24h"
     rate_limit: RateLimitSpec
+    weight: WeightSpec | None = None
     retry: RetrySpec = RetrySpec()
+    ban_statuses: list[int] = [418]
+    errors: ErrorEnvelope | None = None
     products: ProductsSpec
     trades: TradesSpec
 
