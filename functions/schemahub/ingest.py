@@ -16,7 +16,7 @@ from schemahub.landing import IngestOptions, Lander, ProductResult
 from schemahub.sources.base import Product, Source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
 from schemahub.sources.build import build_source
-from schemahub.sources.spec import load_exchange, with_base_url
+from schemahub.sources.spec import ExchangeSpec, load_exchange, with_base_url
 from schemahub.store.base import ObjectStore
 
 SEED_FILE = "product_ids_seed.yaml"
@@ -34,6 +34,12 @@ def make_source(
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
         spec = with_base_url(spec, base_url)
+    return source_from_spec(spec, rate=rate, clock=clock)
+
+
+def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Clock = SYSTEM_CLOCK) -> Source:
+    """A Source with its HTTP client (rate limit, weight budget, retries) built from the spec."""
+    exchange = spec.exchange
     s = spec.source
     rate = rate or float(os.environ.get(f"SCHEMAHUB_{exchange.upper()}_RATE_LIMIT", 0) or 0) or s.rate_limit.requests_per_second
     burst = max(s.rate_limit.burst, int(rate)) if rate != s.rate_limit.requests_per_second else s.rate_limit.burst

@@ -219,6 +219,7 @@ class ExchangeSim:
         self.recorded = recorded or {}
         self.extra_products = extra_products or []
         self.requests: list[str] = []
+        self.status_counts: dict[int, int] = {}
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -278,6 +279,8 @@ class ExchangeSim:
                 pass
 
             def _send(self, status: int, body: bytes, headers: dict | None = None, ctype: str = "application/json; charset=utf-8") -> None:
+                with sim._lock:
+                    sim.status_counts[status] = sim.status_counts.get(status, 0) + 1
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -483,7 +486,6 @@ class BinanceSim(ExchangeSim):
         self.weight_limit, self.ban_after, self.ban_s = weight_limit, ban_after, ban_s
         self._minute, self._used = -1, 0
         self._retry_until, self._ignored, self._banned_until = 0.0, 0, 0.0
-        self.status_counts: dict[int, int] = {}
 
     def symbol(self, product_id: str) -> str:
         return product_id.replace("-", "")
@@ -544,10 +546,7 @@ class BinanceSim(ExchangeSim):
         else:
             answer = gated
         status, hdrs, body = answer
-        hdrs = {"X-MBX-USED-WEIGHT-1M": str(self._used), **hdrs}
-        with self._lock:
-            self.status_counts[status] = self.status_counts.get(status, 0) + 1
-        return status, hdrs, body
+        return status, {"X-MBX-USED-WEIGHT-1M": str(self._used), **hdrs}, body
 
     def _answer(self, endpoint: str, q: dict, micro: bool) -> tuple[int, dict, bytes]:
         if endpoint == "exchangeInfo":
