@@ -588,6 +588,10 @@ class BinanceSim(ExchangeSim):
                          "time": t if micro else t // 1000, "isBuyerMaker": side == "sell", "isBestMatch": True})
 
     def _agg(self, book: Book, i: int, micro: bool) -> bytes:
+        if isinstance(book, FixedBook):  # a recorded trade: its own aggregate
+            w = json.loads(book.trades[i])
+            return _compact({"a": i - 300_000, "p": w["price"], "q": w["qty"], "f": i, "l": i, "T": w["time"],
+                             "m": w["isBuyerMaker"], "M": True})
         t, price, size, side = book.core(i)
         return _compact({"a": i - 300_000, "p": price, "q": size, "f": i, "l": i, "T": t if micro else t // 1000,
                          "m": side == "sell", "M": True})
