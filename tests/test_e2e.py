@@ -1,4 +1,4 @@
-"""End to end: simulator -> killed ingests -> killed transform -> DuckDB equals ground truth."""
+"""End to end: simulators of every exchange -> killed ingests -> killed transform -> DuckDB equals ground truth."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import signal
 import subprocess
 import time
 from datetime import datetime, timezone
-from decimal import Decimal
 
 import pytest
-import yaml
 
 from schemahub.landing import Checkpoints
 from schemahub.query import connect
-from schemahub.sim import Book, CoinbaseSim, FaultPlan
+from schemahub.sim import SIMS, Book, FaultPlan
 from schemahub.store import open_store
-from tests.ingest.test_chaos import _cli, _env, _freeze, _mappings
+from tests.ingest.test_chaos import QUOTE, _cli, _env, _freeze, _mappings
 
-PRODUCTS = ["BTC-USD", "ETH-USD"]
+EXCHANGES = ["coinbase", "binance", "kraken", "okx"]
+BASES = ["BTC", "ETH"]
 
 
 def _kill_after(args, env, delay) -> bool:
@@ -35,32 +34,40 @@ def _kill_after(args, env, delay) -> bool:
 @pytest.mark.slow
 @pytest.mark.xdist_group("chaos")
 @pytest.mark.parametrize("backend", ["local", "s3"])
-def test_pipeline_under_kills_yields_exactly_the_ground_truth_table(tmp_path, backend, request):
+def test_pipeline_under_kills_yields_exactly_the_ground_truth_table_for_every_exchange(tmp_path, backend, request):
+    """Four exchanges, two products each, one table: killed ingests, a killed transform, then DuckDB == truth."""
     uri = str(tmp_path / "data") if backend == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/e2e"
     rng = random.Random(7 + (backend == "s3"))
-    books = [Book(p, first_id=(k + 1) * 5_000_000, initial=5_000, live_per_s=10.0, interval_us=300_000, seed=k + 40)
-             for k, p in enumerate(PRODUCTS)]
-    mappings = _mappings(tmp_path, page_size=100)
-    spec = mappings / "exchanges" / "coinbase.yaml"
-    doc = yaml.safe_load(spec.read_text())
-    doc["source"]["trades"]["pages_per_object"] = 1  # many small objects: more places to die in
-    spec.write_text(yaml.safe_dump(doc))
-    (mappings / "product_ids_seed.yaml").write_text(yaml.safe_dump({"exchanges": {"coinbase": [
-        {"product_id": p, "symbol": p, "base": p.split("-")[0], "quote": "USD"} for p in PRODUCTS]}}))
-    with CoinbaseSim(books, faults=FaultPlan(rates={"500": 0.02, "truncated": 0.02, "429": 0.01}, retry_after_s=0)) as sim:
-        env = _env(sim.url, mappings)
-        env["SCHEMAHUB_COINBASE_RATE_LIMIT"] = "40"
-        since = datetime.fromtimestamp(books[0].time_us(books[0].first_id + 500) / 1e6, tz=timezone.utc)
-        ingest = _cli("ingest", "--storage", uri, "--since", since.isoformat(), "--workers", "2")
+    t0 = time.time()
+    products = {ex: [f"{b}-{QUOTE[ex]}" for b in BASES] for ex in EXCHANGES}
+    books = {ex: [Book(p, first_id=(k + 1) * 5_000_000, initial=3_000, live_per_s=10.0, interval_us=100_000,
+                       seed=k + 40 + 3 * n, t0=t0) for k, p in enumerate(products[ex])]
+             for n, ex in enumerate(EXCHANGES)}
+    faults = {"500": 0.02, "truncated": 0.02, "429": 0.01}
+    extra = {"kraken": {"kraken_rate": 0.02}, "okx": {"okx_busy": 0.02}}
+    mappings = _mappings(tmp_path, page_size=100, exchanges=EXCHANGES, products=products, pages_per_object=1)
+    sims = {ex: SIMS[ex](books[ex], faults=FaultPlan(rates={**faults, **extra.get(ex, {})}, retry_after_s=0))
+            for ex in EXCHANGES}
+    for s in sims.values():
+        s.start()
+    try:
+        env = _env({ex: s.url for ex, s in sims.items()}, mappings, rate=40)
+        first = books["coinbase"][0]
+        since = datetime.fromtimestamp(first.time_us(first.first_id + 500) / 1e6, tz=timezone.utc)
+        ingest = _cli("ingest", "--storage", uri, "--since", since.isoformat(), "--workers", "4")
         kills = attempts = 0
         while kills < 3 and attempts < 15:
             attempts += 1
             kills += _kill_after(ingest, env, rng.uniform(0.6, 2.0))
         assert kills >= 3, f"only {kills} ingest runs could be killed mid-flight"
-        for b in books:
-            _freeze(b)
+        for bs in books.values():
+            for b in bs:
+                _freeze(b)
         done = subprocess.run(ingest, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
+    finally:
+        for s in sims.values():
+            s.stop()
 
     transform = _cli("transform", "--storage", uri)
     store = open_store(uri)
@@ -78,19 +85,24 @@ def test_pipeline_under_kills_yields_exactly_the_ground_truth_table(tmp_path, ba
     con = connect(store)
     n, distinct = con.execute("SELECT count(*), count(DISTINCT (exchange, product_id, trade_id)) FROM trades").fetchone()
     truth = 0
-    for b in books:
-        cp = Checkpoints(store).load("coinbase", b.product_id)
-        assert cp.hi == b.head()
-        truth += cp.hi - cp.lo
-        rows = con.execute("SELECT trade_id, price, size, side, trade_time FROM trades WHERE product_id = ? ORDER BY trade_time",
-                           [b.product_id]).fetchall()
-        assert [int(r[0]) for r in rows] == list(range(cp.lo + 1, cp.hi + 1))
-        for tid, price, size, side, ts in rows:
-            w = b.fields(int(tid))
-            assert price == Decimal(w["price"]) and size == Decimal(w["size"])
-            assert side == {"buy": "sell", "sell": "buy"}[w["side"]]
-            assert ts == datetime.fromisoformat(w["time"].replace("Z", "+00:00"))
+    for ex, s in sims.items():
+        for b in books[ex]:
+            cp = Checkpoints(store).load(ex, b.product_id)
+            assert cp.hi == s.cursor_of(b, b.head())
+            want = s.expected_ids(b, cp.lo, cp.hi)
+            truth += len(want)
+            rows = con.execute("SELECT trade_id, price, size, side, trade_time, symbol FROM trades "
+                               "WHERE exchange = ? AND product_id = ? ORDER BY trade_time, trade_id", [ex, b.product_id]).fetchall()
+            assert sorted(int(r[0]) for r in rows) == want, (ex, b.product_id)
+            for tid, price, size, side, ts, symbol in rows:
+                w = s.truth(b, int(tid))
+                assert (price, size, side) == (w["price"], w["size"], w["side"]), (ex, tid)
+                assert ts == datetime.fromtimestamp(w["time_us"] // 10**6, tz=timezone.utc).replace(microsecond=w["time_us"] % 10**6)
+                assert symbol == s.symbol(b.product_id)
     assert n == distinct == truth
+    # One table: the same asset on every exchange, side by side, from one query.
+    per_ex = dict(con.execute("SELECT exchange, count(*) FROM trades WHERE base_asset = 'BTC' GROUP BY 1").fetchall())
+    assert set(per_ex) == set(EXCHANGES)
     # A full rebuild on top changes nothing: same files, same rows.
     before = sorted((o.key, o.size) for o in store.list("curated/"))
     again = subprocess.run([*transform, "--all"], env=env, capture_output=True, text=True, timeout=300)
