@@ -48,7 +48,11 @@ NAMED_QUERIES = {
     "gap-check": "SELECT exchange, product_id, prev_id, id AS next_id, id - prev_id - 1 AS missing FROM ("
                  "SELECT exchange, product_id, CAST(trade_id AS bigint) AS id, "
                  "lag(CAST(trade_id AS bigint)) OVER (PARTITION BY exchange, product_id ORDER BY CAST(trade_id AS bigint)) AS prev_id "
-                 "FROM trades WHERE exchange = 'coinbase') WHERE id - prev_id > 1",
+                 "FROM trades WHERE exchange IN ('coinbase', 'binance', 'kraken')) WHERE id - prev_id > 1",  # ids without gaps
+    "btc-vwap-1m-across-exchanges": "SELECT date_trunc('minute', trade_time) AS minute, exchange, product_id, "
+                                    "sum(price * size) / sum(size) AS vwap, sum(size) AS volume, count(*) AS trades "
+                                    "FROM trades WHERE base_asset = 'BTC' AND date = date_format(current_date, '%Y-%m-%d') "
+                                    "GROUP BY 1, 2, 3 ORDER BY 1 DESC, 2, 3",
 }
 
 

@@ -143,22 +143,40 @@ def _report(results, as_json: bool) -> int:
     return 0
 
 
+def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: float, host: str = "127.0.0.1",
+                port: int = 0, faults=None) -> dict:
+    """One simulator per exchange, anchored at DEMO_EPOCH (restarts serve the same history)."""
+    from schemahub.sim import DEMO_EPOCH, SIMS, FaultPlan, default_books
+
+    sims = {}
+    for n, ex in enumerate(exchanges):
+        books = default_books(products.get(ex) or None, live_per_s=live, epoch=DEMO_EPOCH, exchange=ex)
+        sims[ex] = SIMS[ex](books, faults=FaultPlan(rates=dict(faults or {})))
+        sims[ex].start(host, port + n if port else 0)
+    return sims
+
+
 def cmd_sim(args) -> int:
-    from schemahub.sim import DEMO_EPOCH, CoinbaseSim, FaultPlan, default_books
+    from schemahub.ingest import load_seed
+    from schemahub.sim import SIMS
 
     rates = {}
     for item in args.fault or []:
         kind, _, p = item.partition("=")
         rates[kind] = float(p or 0.05)
-    sim = CoinbaseSim(default_books(args.products.split(",") if args.products else None, live_per_s=args.live,
-                                    epoch=DEMO_EPOCH), faults=FaultPlan(rates=rates))
-    url = sim.start(args.host, args.port)
-    print(f"coinbase simulator listening on {url}  (export SCHEMAHUB_COINBASE_BASE_URL={url})", flush=True)
+    exchanges = args.exchange or sorted(SIMS)
+    seed = load_seed(args.mappings)
+    products = {ex: (args.products.split(",") if args.products else [p.product_id for p in seed.get(ex, [])])
+                for ex in exchanges}
+    sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
+    for ex, sim in sims.items():
+        print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        sim.stop()
+        for sim in sims.values():
+            sim.stop()
     return 0
 
 
@@ -242,23 +260,31 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Offline: start the simulator, run a cycle into ./demo-data, print stats and a 1-minute OHLCV."""
+    """Offline: simulate every seeded exchange, run a cycle into ./demo-data, print stats and queries."""
     from schemahub.ingest import ingest, load_seed, make_source
     from schemahub.landing import IngestOptions
-    from schemahub.query import OHLCV_1M, connect
-    from schemahub.sim import DEMO_EPOCH, CoinbaseSim, default_books
+    from schemahub.query import OHLCV_1M, VWAP_1M_ACROSS, connect
+    from schemahub.sim import SIMS
     from schemahub.store import open_store
 
     args.storage = args.storage or "./demo-data"
-    products = load_seed(args.mappings).get("coinbase", [])
-    with CoinbaseSim(default_books([p.product_id for p in products], live_per_s=1.0, epoch=DEMO_EPOCH)) as sim:
-        print(f"== simulated Coinbase Exchange API at {sim.url}")
-        source = make_source("coinbase", base_url=sim.url, rate=200, mappings_dir=args.mappings)
-        store = open_store(args.storage)
-        progress = Progress(enabled=sys.stderr.isatty())
+    seed = {ex: ps for ex, ps in load_seed(args.mappings).items() if ex in SIMS and ps}
+    store = open_store(args.storage)
+    sims = _start_sims(sorted(seed), {ex: [p.product_id for p in ps] for ex, ps in seed.items()}, live=1.0)
+    results = []
+    try:
+        for ex, sim in sims.items():
+            print(f"== simulated {ex} API at {sim.url}")
         print("== ingest (exactly once, into raw/)")
-        results = ingest(store, source, products, IngestOptions(), workers=len(products), progress=progress)
+        progress = Progress(enabled=sys.stderr.isatty())
+        opts = IngestOptions(since=args.since)
+        for ex, sim in sims.items():
+            source = make_source(ex, base_url=sim.url, rate=200, mappings_dir=args.mappings)
+            results += ingest(store, source, seed[ex], opts, workers=len(seed[ex]), progress=progress)
         progress.done()
+    finally:
+        for sim in sims.values():
+            sim.stop()
     code = _report(results, False)
     print("== transform (raw/ -> curated/ Parquet)")
     args.exchange = args.product = None
@@ -268,11 +294,16 @@ def cmd_demo(args) -> int:
     print("== stats")
     args.format = "table"
     cmd_stats(args)
-    product = products[0].product_id
-    print(f"== 1-minute OHLCV, {product}, last 5 minutes (DuckDB over {store.uri}/curated)")
-    cur = connect(store).execute(OHLCV_1M.format(product=product, minutes=5))
+    con = connect(store)
+    ex, product = ("coinbase", "BTC-USD") if "coinbase" in seed else (sorted(seed)[0], seed[sorted(seed)[0]][0].product_id)
+    print(f"== 1-minute OHLCV, {ex} {product}, last 5 minutes (DuckDB over {store.uri}/curated)")
+    cur = con.execute(OHLCV_1M.format(exchange=ex, product=product, minutes=5))
     _print_rows([d[0] for d in cur.description], cur.fetchall(), "table")
-    print(f"try: .venv/bin/schemahub query --storage {args.storage} \"select product_id, count(*), sum(price*size) from trades group by 1\"")
+    print("== one table: BTC 1-minute VWAP on every exchange, side by side, last 5 minutes")
+    cur = con.execute(VWAP_1M_ACROSS.format(base="BTC", minutes=5))
+    _print_rows([d[0] for d in cur.description], cur.fetchall(), "table")
+    print(f"try: .venv/bin/schemahub query --storage {args.storage} "
+          "\"select exchange, product_id, count(*), sum(price*size) from trades group by all order by all\"")
     return code
 
 
@@ -334,13 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_options(s)
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("demo", parents=[common], help="offline: simulator -> run -> stats and a query, in ./demo-data")
+    s = sub.add_parser("demo", parents=[common], help="offline: simulators -> run -> stats and queries, in ./demo-data")
+    s.add_argument("--since", type=_since, help="first trade time to land (default: each mapping's first_run_lookback)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("sim", help="run the offline exchange simulator")
+    s = sub.add_parser("sim", help="run the offline exchange simulators")
+    s.add_argument("--exchange", action="append", help="only this exchange (repeatable; default: every one)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--products", help="comma-separated product ids (default BTC-USD,ETH-USD,SOL-USD)")
+    s.add_argument("--port", type=int, default=8765, help="first port; the next exchanges take the ports after it")
+    s.add_argument("--mappings", help="mappings folder whose seed names the products")
+    s.add_argument("--products", help="comma-separated product ids for every exchange (default: the seed's)")
     s.add_argument("--live", type=float, default=1.0, help="trades per second per product (they have flowed since 2026-11-01)")
     s.add_argument("--fault", action="append", metavar="KIND=P", help="inject a fault with probability P (e.g. 429=0.05)")
     s.set_defaults(func=cmd_sim, verbose=False)

@@ -22,8 +22,21 @@ SELECT time_bucket(INTERVAL 1 minute, trade_time) AS minute,
        arg_min(price, trade_time) AS open, max(price) AS high, min(price) AS low,
        arg_max(price, trade_time) AS close, sum(size) AS volume, sum(price * size) AS notional, count(*) AS trades
 FROM trades
-WHERE product_id = '{product}' AND trade_time >= (SELECT max(trade_time) FROM trades WHERE product_id = '{product}') - INTERVAL {minutes} minute
+WHERE exchange = '{exchange}' AND product_id = '{product}'
+  AND trade_time >= (SELECT max(trade_time) FROM trades WHERE exchange = '{exchange}' AND product_id = '{product}') - INTERVAL {minutes} minute
 GROUP BY 1 ORDER BY 1
+"""
+
+# One asset's 1-minute VWAP on every exchange that trades it, side by side (exact sums; the ratio is rounded).
+VWAP_1M_ACROSS = """
+WITH m AS (
+  SELECT time_bucket(INTERVAL 1 minute, trade_time) AS minute, exchange || ' ' || product_id AS market,
+         round(sum(price * size) / sum(size), 2) AS vwap
+  FROM trades
+  WHERE base_asset = '{base}' AND trade_time >= (SELECT max(trade_time) FROM trades WHERE base_asset = '{base}') - INTERVAL {minutes} minute
+  GROUP BY 1, 2
+)
+PIVOT m ON market USING first(vwap) GROUP BY minute ORDER BY minute
 """
 
 

@@ -97,7 +97,8 @@ def test_athena_workgroup_and_named_queries(synth):
     [wg] = resources(template, "AWS::Athena::WorkGroup").values()
     assert wg["Properties"]["WorkGroupConfiguration"]["EnforceWorkGroupConfiguration"] is True
     names = {q["Properties"]["Name"] for q in resources(template, "AWS::Athena::NamedQuery").values()}
-    assert names == set(NAMED_QUERIES) == {"latest-trades", "ohlcv-1m", "daily-vwap", "duplicate-check", "gap-check"}
+    assert names == set(NAMED_QUERIES) == {"latest-trades", "ohlcv-1m", "daily-vwap", "duplicate-check", "gap-check",
+                                           "btc-vwap-1m-across-exchanges"}
     assert "sum(price * size)" in NAMED_QUERIES["daily-vwap"]  # exact decimals, no casts
 
 

@@ -7,9 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
+import pytest
 import yaml
-
 
 from schemahub.sim import Book, CoinbaseSim
 from tests.conftest import ROOT
@@ -68,7 +69,7 @@ def test_sim_command_serves_the_api_the_quickstart_ingests_from(tmp_path):
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"))
-    sim = subprocess.Popen([sys.executable, "-m", "schemahub.cli", "sim", "--port", str(port), "--products", "BTC-USD",
+    sim = subprocess.Popen([sys.executable, "-m", "schemahub.cli", "sim", "--exchange", "coinbase", "--port", str(port), "--products", "BTC-USD",
                             "--fault", "500=0.1"], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on" in sim.stdout.readline()
@@ -110,3 +111,26 @@ def test_run_then_query_and_stats_in_every_format(tmp_path):
     assert r.returncode == 2 and "query failed" in r.stderr and "Traceback" not in r.stderr
     r = _run(["transform", "--storage", store, "--dry-run"])
     assert r.returncode == 0 and "would transform 0 raw object(s)" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_every_exchange_offline_into_one_table(tmp_path):
+    since = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"))
+    r = subprocess.run([sys.executable, "-m", "schemahub.cli", "demo", "--storage", str(tmp_path / "demo"), "--since", since],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    for ex in ("coinbase", "binance", "kraken", "okx"):
+        assert f"simulated {ex} API" in out
+    # The side-by-side VWAP has one column per exchange's BTC market.
+    header = next(line for line in out.splitlines() if line.startswith("minute ") and "binance BTC-USDT" in line)
+    assert all(m in header for m in ("coinbase BTC-USD", "kraken BTC-USD", "okx BTC-USDT"))
+    from schemahub.query import connect
+    from schemahub.store import open_store
+
+    con = connect(open_store(str(tmp_path / "demo")))
+    rows = dict(con.execute("SELECT exchange, count(DISTINCT product_id) FROM trades GROUP BY 1").fetchall())
+    assert rows == {"binance": 2, "coinbase": 3, "kraken": 2, "okx": 2}
+    n, distinct = con.execute("SELECT count(*), count(DISTINCT (exchange, product_id, trade_id)) FROM trades").fetchone()
+    assert n == distinct > 9 * 500  # ten minutes at one trade a second per product
