@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import shutil
 import uuid
 from datetime import datetime, timezone
-from decimal import Decimal
 from urllib.parse import quote_plus
 
 import pytest
@@ -14,7 +14,7 @@ import yaml
 
 from schemahub.landing import Checkpoints
 from schemahub.query import connect
-from schemahub.sim import Book, CoinbaseSim
+from schemahub.sim import SIMS, Book
 from schemahub.store import open_store
 from tests.aws.conftest import state_machine
 from tests.conftest import ROOT
@@ -122,26 +122,33 @@ def deployed(synth, s3_bucket, tmp_path, monkeypatch):
     mappings = tmp_path / "mappings"
     shutil.copytree(ROOT / "mappings", mappings)
     seed = {"exchanges": {"coinbase": [{"product_id": p, "symbol": p, "base": p[:3], "quote": "USD"}
-                                       for p in PRODUCTS + ["DOGE-USD"]]}}  # DOGE-USD: the exchange does not serve it
+                                       for p in PRODUCTS + ["DOGE-USD"]],  # DOGE-USD: the exchange does not serve it
+                          "binance": [{"product_id": "BTC-USDT", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT"}],
+                          "kraken": [{"product_id": "BTC-EUR", "symbol": "XBTEUR", "base": "BTC", "quote": "EUR"}]}}
     (mappings / "product_ids_seed.yaml").write_text(yaml.safe_dump(seed))
-    books = [Book(p, first_id=(k + 1) * 7_000_000, initial=3_000, interval_us=2_000_000, seed=k + 70)
-             for k, p in enumerate(PRODUCTS)]
-    sim = CoinbaseSim(books)
-    sim.start()
+    t0 = time.time() - 60
+    books = {"coinbase": [Book(p, first_id=(k + 1) * 7_000_000, initial=3_000, interval_us=2_000_000, seed=k + 70, t0=t0)
+                          for k, p in enumerate(PRODUCTS)],
+             "binance": [Book("BTC-USDT", first_id=40_000_000, initial=3_000, interval_us=2_000_000, seed=80, t0=t0)],
+             "kraken": [Book("BTC-EUR", first_id=50_000_000, initial=3_000, interval_us=2_000_000, seed=90, t0=t0)]}
+    sims = {ex: SIMS[ex](bs) for ex, bs in books.items()}
     storage = f"s3://{s3_bucket}/schemahub"
-    for k, v in {"SCHEMAHUB_STORAGE": storage, "SCHEMAHUB_MAPPINGS": str(mappings), "SCHEMAHUB_COINBASE_BASE_URL": sim.url,
-                 "SCHEMAHUB_COINBASE_RATE_LIMIT": "500", "POWERTOOLS_METRICS_NAMESPACE": "schemahub"}.items():
+    env = {"SCHEMAHUB_STORAGE": storage, "SCHEMAHUB_MAPPINGS": str(mappings), "POWERTOOLS_METRICS_NAMESPACE": "schemahub"}
+    for ex, sim in sims.items():
+        env[f"SCHEMAHUB_{ex.upper()}_BASE_URL"] = sim.start()
+        env[f"SCHEMAHUB_{ex.upper()}_RATE_LIMIT"] = "500"
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from schemahub.ingest import load_seed  # noqa: F401  (mappings are read per call)
     import handlers.transform as transform_mod
 
     transform_mod._state.clear()
-    yield template, books, storage, s3_bucket
-    sim.stop()
+    yield template, books, sims, storage, s3_bucket
+    for sim in sims.values():
+        sim.stop()
 
 
 def test_plan_ingest_transform_end_to_end_through_the_real_payloads(deployed):
-    template, books, storage, bucket = deployed
+    template, books, sims, storage, bucket = deployed
     from handlers import ingest, plan, transform
 
     definition, arns = state_machine(template)
@@ -149,7 +156,8 @@ def test_plan_ingest_transform_end_to_end_through_the_real_payloads(deployed):
     for logical, arn in arns.items():
         handler = template["Resources"][logical]["Properties"].get("Handler", "")
         by_handler[handler] = arn
-    since = datetime.fromtimestamp(books[0].time_us(books[0].first_id) / 1e6, tz=timezone.utc)
+    first = books["coinbase"][0]
+    since = datetime.fromtimestamp(first.time_us(first.first_id) / 1e6, tz=timezone.utc)
 
     def ingest_call(payload):
         # A short remaining time makes each invocation stop early and report more to do.
@@ -165,10 +173,13 @@ def test_plan_ingest_transform_end_to_end_through_the_real_payloads(deployed):
     results = {r.get("product_id") or r["error"]["Cause"].split(":")[0].split("/")[-1]: r for r in out}
     assert results["DOGE-USD"]["failed"] is True and "ProductIngestFailed" in json.dumps(results["DOGE-USD"])
     store = open_store(storage)
-    for b in books:
+    everything = [(ex, b) for ex, bs in books.items() for b in bs]
+    assert len(results) == len(everything) + 1  # the plan covered every seeded product of every exchange
+    for ex, b in everything:
         assert results[b.product_id]["status"] == "ok" and results[b.product_id]["more_to_do"] is False
-        cp = Checkpoints(store).load("coinbase", b.product_id)
-        assert cp.hi == b.head()
+        assert results[b.product_id]["exchange"] == ex
+        cp = Checkpoints(store).load(ex, b.product_id)
+        assert cp.hi == sims[ex].cursor_of(b, b.head())
     loops = sum(1 for name, p in calls if name == "Ingest" and p["product_id"] == "BTC-USD")
     assert loops > 1, "the more-to-do loop never ran"
     assert all(set(p) == {"exchange", "product_id"} for name, p in calls if name == "Ingest")
@@ -188,11 +199,10 @@ def test_plan_ingest_transform_end_to_end_through_the_real_payloads(deployed):
 
     # THEN the table (read from S3 through pyarrow) is exactly the ground truth.
     con = connect(store)
-    for b in books:
-        rows = con.execute("SELECT trade_id, price, size, side FROM trades WHERE product_id = ? ORDER BY trade_time",
-                           [b.product_id]).fetchall()
+    for ex, b in everything:
+        rows = con.execute("SELECT trade_id, price, size, side FROM trades WHERE exchange = ? AND product_id = ? "
+                           "ORDER BY trade_time", [ex, b.product_id]).fetchall()
         assert [int(r[0]) for r in rows] == list(range(b.first_id, b.head() + 1))
         for tid, price, size, side in rows:
-            w = b.fields(int(tid))
-            assert (price, size) == (Decimal(w["price"]), Decimal(w["size"]))
-            assert side == {"buy": "sell", "sell": "buy"}[w["side"]]
+            w = sims[ex].truth(b, int(tid))
+            assert (price, size, side) == (w["price"], w["size"], w["side"])
