@@ -203,10 +203,12 @@ class SchemahubStack(cdk.Stack):
             q.node.add_dependency(workgroup)
 
         # ------------------------------------------------------------------ dashboard + alarms
-        def m(name: str, exchange: str, stat: str = "Sum") -> cw.Metric:
-            # Metrics carry only the exchange dimension: per-product custom metrics would cost ~$0.30 each
-            # per month (~$60 at 50 products). Per-product views come from Logs Insights over the handlers' logs.
-            return cw.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map={"exchange": exchange},
+        def m(name: str, exchange: str | None = None, stat: str = "Sum") -> cw.Metric:
+            # Custom metrics cost ~$0.30 each a month: only TradesIngested and FreshnessSeconds carry the
+            # exchange dimension, the rest are overall (handlers/common.py). Per-product and per-exchange
+            # detail comes from Logs Insights over the handlers' structured logs.
+            dims = {"exchange": exchange} if exchange else {"service": "schemahub"}
+            return cw.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map=dims,
                              statistic=stat, period=cdk.Duration.minutes(30))
 
         exch = sorted(products) or ["coinbase"]
@@ -225,12 +227,18 @@ class SchemahubStack(cdk.Stack):
         )
         dash.add_widgets(
             cw.GraphWidget(title="Trades ingested", left=[m("TradesIngested", e) for e in exch], width=6),
-            cw.GraphWidget(title="Rate-limit hits and HTTP retries",
-                           left=[m("RateLimited", e) for e in exch] + [m("HttpRetries", e) for e in exch], width=6),
-            cw.GraphWidget(title="Rows transformed / quarantined", left=[m("RowsTransformed", e) for e in exch],
-                           right=[m("RowsQuarantined", e) for e in exch], width=6),
-            cw.GraphWidget(title="Errors", left=[ingest_fn.metric_errors(), transform_fn.metric_errors(), plan_fn.metric_errors()]
-                           + [m("IngestErrors", e) for e in exch], width=6),
+            cw.GraphWidget(title="Rate-limit hits and HTTP retries", left=[m("RateLimited"), m("HttpRetries")], width=6),
+            cw.GraphWidget(title="Rows transformed / quarantined", left=[m("RowsTransformed")],
+                           right=[m("RowsQuarantined")], width=6),
+            cw.GraphWidget(title="Errors", left=[ingest_fn.metric_errors(), transform_fn.metric_errors(), plan_fn.metric_errors(),
+                                                 m("IngestErrors")], width=6),
+        )
+        dash.add_widgets(
+            cw.LogQueryWidget(title="Rate limits, retries and failures per exchange", log_group_names=ingest_logs,
+                              width=24, query_lines=[
+                                  "filter message = 'ingested'",
+                                  "stats sum(result.rate_limited) as rate_limited, sum(result.retries) as retries, "
+                                  "sum(result.status = 'failed') as failed by result.exchange, bin(30m)"]),
         )
         freshness = [m("FreshnessSeconds", e, "Maximum") for e in exch]
         dlq_depth = dlq.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(5))

@@ -34,6 +34,10 @@ class RetryBudgetExhausted(SourceError):
 class ExchangeBanned(SourceError):
     """The exchange banned this IP (for example Binance 418); stop that exchange's ingest."""
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class LeaseHeld(SchemahubError):
     """Another run holds the product's lease."""

@@ -12,7 +12,7 @@ import yaml
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.config import default_mappings_dir
 from schemahub.errors import ConfigError, ExchangeBanned
-from schemahub.landing import IngestOptions, Lander, ProductResult
+from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, record_ban
 from schemahub.sources.base import Product, Source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
 from schemahub.sources.build import build_source
@@ -143,6 +143,9 @@ def ingest(
     """Land each product; one product's failure never stops the others."""
     lander = Lander(store, source, clock=clock, progress=progress)
     banned: list[str] = []
+    earlier = None if opts.dry_run else active_ban(store, source.exchange, clock)
+    if earlier:
+        return [ProductResult(source.exchange, p.product_id, status="skipped", message=earlier) for p in products]
 
     def one(p: Product) -> ProductResult:
         if banned:
@@ -150,6 +153,8 @@ def ingest(
         try:
             return lander.run(p, opts, deadline)
         except ExchangeBanned as e:
+            if not banned:
+                record_ban(store, source.exchange, e, clock)
             banned.append(str(e))
             return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
 

@@ -8,13 +8,14 @@ from the simulator's books, never from the code under test.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
 
 from schemahub.errors import ConfigError
 from schemahub.ingest import ingest, resolve_products
-from schemahub.landing import Checkpoints, IngestOptions, Lander
+from schemahub.landing import Checkpoints, IngestOptions, Lander, active_ban
 from schemahub.sim import FaultPlan
 from schemahub.store.local import LocalStore
 from schemahub.transform import Transformer
@@ -166,7 +167,8 @@ def test_binance_418_ban_stops_the_exchange_cleanly_without_another_request(tmp_
     books = [book("binance"), book("binance", SECOND["binance"], first_id=9_000_000)]
     faults = FaultPlan()
     with sim("binance", books, faults=faults, ban_s=600) as s:
-        src = source("binance", s.url, page_size=50)
+        url = s.url
+        src = source("binance", url, page_size=50)
         products = src.list_products()
         faults.script.extend(["429", "418"])  # the second answer bans us
         before = len(s.requests)
@@ -176,6 +178,26 @@ def test_binance_418_ban_stops_the_exchange_cleanly_without_another_request(tmp_
     assert "418" in results[0].message and "banned" in results[1].message
     assert sent == 2, f"{sent} requests: nothing may be sent after the 418"
     assert s.status_counts.get(418) == 1
+    # The ban is remembered in the store: the next run (another process, another Lambda) sends nothing until it ends.
+    store = LocalStore(str(tmp_path))
+    again = ingest(store, source("binance", url), products, IngestOptions())  # (the simulator is down, too)
+    assert [r.status for r in again] == ["skipped", "skipped"] and "banned this IP until" in again[0].message
+    assert len(s.requests) - before == 2
+
+    class Later:
+        def time(self):
+            return time.time() + 601  # the ban (Retry-After 600 s) has ended
+
+        def monotonic(self):
+            return time.monotonic()
+
+        def sleep(self, t):
+            time.sleep(t)
+
+        def now(self):
+            return datetime.now(timezone.utc)
+
+    assert active_ban(store, "binance", Later()) is None
 
 
 def test_binance_ignoring_retry_after_earns_a_ban_and_honouring_it_does_not(tmp_path):

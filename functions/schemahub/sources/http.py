@@ -157,6 +157,7 @@ class HttpClient:
         self._stats_lock = threading.Lock()
         self.weight = weight
         self.banned: str | None = None
+        self.banned_for: float | None = None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads retries of parallel workers apart.
@@ -181,7 +182,7 @@ class HttpClient:
         last = ""
         for attempt in range(self.max_attempts):
             if self.banned:  # one ban stops every thread of this exchange: no request is sent after it
-                raise ExchangeBanned(self.banned)
+                raise ExchangeBanned(self.banned, self.banned_for)
             self._count(waited=self.rate.acquire())
             if self.weight is not None:
                 self._count(waited=self.weight.wait())
@@ -200,7 +201,8 @@ class HttpClient:
                         f"{self.name}: HTTP {status} from {full}: banned (Retry-After={r.headers.get('Retry-After')}); "
                         f"stopping this exchange: {r.data[:200]!r}"
                     )
-                    raise ExchangeBanned(self.banned)
+                    self.banned_for = _retry_after(r.headers.get("Retry-After"))
+                    raise ExchangeBanned(self.banned, self.banned_for)
                 if status == 200:
                     resp = Response(status, r.headers, r.data, full)
                     if parse is None:
