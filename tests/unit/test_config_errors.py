@@ -42,6 +42,37 @@ def test_malformed_spec_names_file_line_and_key(tmp_path, name, mutate, pattern)
         load_exchange("coinbase", d)
 
 
+# The other paging kinds and source options: errors name keys as written in YAML, never pydantic's union tags.
+OTHER_CASES = [
+    ("kraken", "kraken cursor path missing", lambda t: t.replace("      cursor_path: [result, last]    # passed back exactly as returned\n", ""),
+     r"kraken.yaml:\d+: source.trades.pagination.cursor_path: Field required"),
+    ("kraken", "kraken bad retry regex", lambda t: t.replace('"Rate limit exceeded"', '"Rate limit ("'),
+     r"kraken.yaml:\d+: source.errors.retry_when: .*not a valid regular expression"),
+    ("kraken", "kraken array index out of range", lambda t: t.replace("trade_id: {path: 6, type: string}", "trade_id: {path: 99, type: string}"),
+     r"kraken.yaml:\d+: table.columns.trade_id.path: .*0..63"),
+    ("binance", "binance start without id field", lambda t: t.replace("        first_id_field: f\n", ""),
+     r"binance.yaml:\d+: source.trades.pagination.start.first_id_field: Field required"),
+    ("binance", "binance weight share above 1", lambda t: t.replace("pause_at: 0.8", "pause_at: 1.5"),
+     r"binance.yaml:\d+: source.weight.pause_at: .*less than or equal to 1"),
+    ("binance", "binance unknown time format", lambda t: t.replace("time_format: epoch_ms_or_us", "time_format: epoch_weeks"),
+     r"binance.yaml:\d+: source.trades.time_format"),
+    ("okx", "okx listing without assets", lambda t: t.replace("    base_field: baseCcy\n", ""),
+     r"okx.yaml:\d+: source.products: .*base_field and quote_field, or pair_field"),
+]
+
+
+@pytest.mark.parametrize("exchange,name,mutate,pattern", OTHER_CASES, ids=[c[1] for c in OTHER_CASES])
+def test_malformed_specs_of_other_paging_kinds_name_file_line_and_key(tmp_path, exchange, name, mutate, pattern):
+    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    f = tmp_path / "m" / "exchanges" / f"{exchange}.yaml"
+    text = f.read_text()
+    changed = mutate(text)
+    assert changed != text, "the mutation did not apply"
+    f.write_text(changed)
+    with pytest.raises(ConfigError, match=pattern):
+        load_exchange(exchange, str(tmp_path / "m"))
+
+
 def test_line_number_points_at_the_offending_key(tmp_path):
     d = _write(tmp_path, lambda t: t.replace("page_size: 1000", "page_sise: 1000"))
     text = (tmp_path / "m" / "exchanges" / "coinbase.yaml").read_text().splitlines()
