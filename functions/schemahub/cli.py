@@ -43,7 +43,7 @@ class Progress:
         self.t0 = time.monotonic()
         self.trades = 0
         self.pages = 0
-        self.remaining: dict[str, int] = {}
+        self.remaining: dict[str, int | None] = {}
         self.lock = threading.Lock()
         self.last = 0.0
 
@@ -51,14 +51,15 @@ class Progress:
         with self.lock:
             self.trades += n
             self.pages += 1
-            self.remaining[f"{exchange}/{product_id}"] = max(0, head - cursor)
+            self.remaining[f"{exchange}/{product_id}"] = None if head is None else max(0, head - cursor)
             now = time.monotonic()
             if not self.enabled or now - self.last < 0.25:
                 return
             self.last = now
             rate = self.trades / max(now - self.t0, 1e-6)
-            left = sum(self.remaining.values())
-            eta = f"ETA {left / rate:,.0f}s" if rate > 0 and left else "ETA -"
+            known = None not in self.remaining.values()  # time cursors (Kraken) give no trade count
+            left = sum(v for v in self.remaining.values() if v)
+            eta = f"ETA {left / rate:,.0f}s" if known and rate > 0 and left else "ETA -"
             sys.stderr.write(f"\r{self.trades:,} trades  {self.pages:,} pages  {rate:,.0f} trades/s  {eta}   ")
             sys.stderr.flush()
 

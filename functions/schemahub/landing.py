@@ -367,6 +367,10 @@ class Lander:
         else:
             res.lo, res.hi = cp.lo, cp.hi
             res.plan = {"first_run": False, "from_cursor": cp.hi, "to_land": max(0, head - cp.hi)}
+        if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
+            res.plan["to_land"] = None
+            res.plan["head_cursor"] = head
+            return res
             if cp.backfill_target is not None:
                 res.plan["backfill_in_progress"] = {"target": cp.backfill_target, "cursor": cp.backfill_cursor}
             elif opts.since is not None:
@@ -487,7 +491,8 @@ class Lander:
             spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
             spans[1] = chunk.max_id if spans[1] is None else max(spans[1], chunk.max_id)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end, head)
+            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end,
+                          head if self.source.counts_trades else None)
         return chunk.end, chunk.caught_up
 
     def _existing_end(self, key: str) -> int | None:

@@ -265,3 +265,19 @@ def test_kraken_refuses_a_backfill_it_cannot_bound(tmp_path):
     after = Checkpoints(store).load("kraken", p.product_id)
     assert (after.lo, after.hi, after.backfill_target) == (before.lo, before.hi, None)
 
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_dry_run_plans_from_the_exchange_and_writes_nothing(tmp_path, exchange):
+    b = book(exchange, initial=400)
+    with sim(exchange, [b]) as s:
+        src = source(exchange, s.url, page_size=50)
+        p = _product(src, exchange)
+        res = Lander(LocalStore(str(tmp_path)), src).run(p, IngestOptions(since=since_of(b, b.first_id + 100), dry_run=True))
+    assert res.status == "planned" and res.plan["first_run"] is True
+    assert not any(tmp_path.rglob("*.json*")), "a dry run wrote something"
+    if exchange == "kraken":  # a time cursor: how many trades is unknown until they are fetched
+        assert res.plan["to_land"] is None and res.plan["head_cursor"] > res.plan["start_cursor"]
+    else:
+        assert res.plan["to_land"] == b.head() - res.plan["start_cursor"] and 299 <= res.plan["to_land"] <= 301
+        assert res.plan["pages"] == -(-res.plan["to_land"] // 50)

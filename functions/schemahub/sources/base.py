@@ -50,6 +50,7 @@ class Source(abc.ABC):
     """An exchange's trade feed, addressed by integer cursors that only grow."""
 
     supports_backfill = True  # can walk a bounded range below the landed one (--since earlier than before)
+    counts_trades = True  # head - cursor is a number of trade ids (not so when the cursor is a time)
 
     def __init__(self, spec: ExchangeSpec, http: HttpClient) -> None:
         self.spec = spec

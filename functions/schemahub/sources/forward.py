@@ -99,6 +99,7 @@ class CursorForwardSource(_Forward):
     """Kraken: GET Trades?since=cursor; the response's `last` is the next cursor, passed back exactly."""
 
     supports_backfill = False
+    counts_trades = False  # the cursor is a time in ns
 
     def __init__(self, spec, http) -> None:
         super().__init__(spec, http)
