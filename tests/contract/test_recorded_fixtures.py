@@ -18,7 +18,8 @@ import pytest
 from schemahub.sources.jsonsplit import split_records
 from schemahub.store.local import LocalStore
 from schemahub.transform import Transformer
-from tests.conftest import FIXTURES, coinbase_fixture_pages
+from tests.conftest import FIXTURES
+from tests.transform.test_fixture_mapping import _recorded_lines
 from tests.transform.helpers import curated_rows, put_raw
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -64,20 +65,10 @@ def _recorded(path, records_path) -> list[bytes]:
     return [text[a:b].replace("\n", "").replace("\r", "").encode() for a, b in spans]  # as landing stores them
 
 
-def _coinbase_2016() -> list[bytes]:
-    seen = {}
-    for _run, _entry, body, _ in coinbase_fixture_pages():
-        text = body.decode()
-        _, records, spans = split_records(text)
-        for rec, (a, b) in zip(records, spans):
-            seen[rec["trade_id"]] = text[a:b].encode()
-    return list(seen.values())
-
-
 @pytest.mark.parametrize("exchange,product,path,records_path", CASES + [("coinbase", "BTC-USD", "coinbase-2016-pages", ())],
                          ids=[c[2].split("/")[-1] for c in CASES] + ["coinbase-2016-pages"])
 def test_every_recorded_trade_maps_exactly(tmp_path, exchange, product, path, records_path):
-    lines = _coinbase_2016() if path == "coinbase-2016-pages" else _recorded(path, records_path)
+    lines = _recorded_lines() if path == "coinbase-2016-pages" else _recorded(path, records_path)
     store = LocalStore(str(tmp_path))
     put_raw(store, lines, exchange=exchange, product=product)
     res = Transformer(store).run()
