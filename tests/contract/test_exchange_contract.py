@@ -281,3 +281,13 @@ def test_dry_run_plans_from_the_exchange_and_writes_nothing(tmp_path, exchange):
     else:
         assert res.plan["to_land"] == b.head() - res.plan["start_cursor"] and 299 <= res.plan["to_land"] <= 301
         assert res.plan["pages"] == -(-res.plan["to_land"] // 50)
+
+
+def test_kraken_pairs_without_wsname_are_named_from_legacy_codes():
+    legacy = {"XLTCZUSD": {"altname": "LTCUSD", "base": "XLTC", "quote": "ZUSD", "status": "online"},
+              "XXDGZEUR": {"altname": "XDGEUR", "base": "XXDG", "quote": "ZEUR", "status": "online"},
+              "XBTUSD.d": {"altname": "XBTUSD.d", "status": "online"},  # a listing with no pair: skipped
+              "ADAXBT": {"altname": "ADAXBT", "wsname": "ADA/XBT", "base": "ADA", "quote": "XXBT", "status": "delisted"}}
+    with sim("kraken", [book("kraken")], extra_products=[legacy]) as s:
+        listed = {p.product_id: p.symbol for p in source("kraken", s.url).list_products()}
+    assert listed == {"BTC-USD": "XBTUSD", "LTC-USD": "LTCUSD", "DOGE-EUR": "XDGEUR"}

@@ -90,13 +90,13 @@ class Source(abc.ABC):
                 continue
             if any(rec.get(flag) for flag in ps.disabled_flags):
                 continue
-            if ps.pair_field:
-                pair = str(rec.get(ps.pair_field) or "")
-                if ps.pair_separator not in pair:
-                    continue  # e.g. a dark-pool or index listing without a plain pair name
+            pair = str(rec.get(ps.pair_field) or "") if ps.pair_field else ""
+            if ps.pair_separator in pair:
                 base_raw, _, quote_raw = pair.partition(ps.pair_separator)
+            elif ps.base_field and rec.get(ps.base_field) and rec.get(ps.quote_field):
+                base_raw, quote_raw = str(rec[ps.base_field]), str(rec[ps.quote_field])  # aliases undo X/Z prefixes
             else:
-                base_raw, quote_raw = str(rec[ps.base_field]), str(rec[ps.quote_field])
+                continue  # e.g. an index listing without a plain pair name
             base, quote = unify_asset(self.exchange, base_raw), unify_asset(self.exchange, quote_raw)
             out.append(Product(f"{base}-{quote}", str(rec[ps.symbol_field]), base, quote))
         return sorted(out, key=lambda p: p.product_id)
