@@ -21,9 +21,13 @@ from schemahub.landing import (
 from schemahub.sim import Book, CoinbaseSim, FaultPlan
 from schemahub.sources.base import Product
 from schemahub.clock import SYSTEM_CLOCK
-from tests.ingest.helpers import assert_exactly_once
+from tests.contract import harness
 
 P = Product("BTC-USD", "BTC-USD", "BTC", "USD")
+
+
+def _once(store, book: Book, lo: int, hi: int) -> None:
+    harness.assert_exactly_once(store, CoinbaseSim([]), book, lo, hi)
 
 
 def _book(**kw) -> Book:
@@ -52,7 +56,7 @@ def test_first_run_starts_at_since_and_lands_up_to_head(store, sim, make_source)
     assert res.status == "ok" and not res.more_to_do
     assert (res.lo, res.hi) == (first - 1, book.head())
     assert res.trades == book.head() - first + 1
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
 
 
 def test_first_run_without_since_uses_the_mapping_lookback(store, make_source):
@@ -74,7 +78,7 @@ def test_incremental_run_lands_only_new_trades(store, sim, make_source):
     book.initial += 2345  # new trades arrive
     res = lander.run(P, IngestOptions())
     assert res.trades == 2345 and res.hi == book.head()
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
 
 
 def test_backfill_to_an_earlier_since_fills_below_lo_without_overlap(store, sim, make_source):
@@ -84,7 +88,7 @@ def test_backfill_to_an_earlier_since_fills_below_lo_without_overlap(store, sim,
     older = book.first_id + 100
     res = lander.run(P, IngestOptions(since=_since_of(book, older)))
     assert res.status == "ok" and res.lo == older - 1
-    assert_exactly_once(store, book, older - 1, book.head())
+    _once(store, book, older - 1, book.head())
     cp = Checkpoints(store).load("coinbase", "BTC-USD")
     assert cp.backfill_target is None and cp.lo == older - 1
 
@@ -103,7 +107,7 @@ def test_rerun_after_crash_between_raw_write_and_checkpoint_adopts_the_object(st
               Checkpoint("coinbase", "BTC-USD", done.lo, prev_start).to_json(), if_match=done.etag)
     res = lander.run(P, IngestOptions())
     assert res.adopted == 1 and res.trades == 0 and res.hi == book.head()
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
 
 
 def test_max_seconds_stops_at_a_page_boundary_and_reports_more_to_do(store, sim, make_source):
@@ -115,10 +119,10 @@ def test_max_seconds_stops_at_a_page_boundary_and_reports_more_to_do(store, sim,
     res = Lander(store, src).run(P, IngestOptions(since=_since_of(book, first)), deadline=time.monotonic() + 1.5)
     assert res.status == "ok" and res.more_to_do and 0 < res.hi < book.head()
     # Whatever landed is a clean prefix.
-    assert_exactly_once(store, book, first - 1, res.hi)
+    _once(store, book, first - 1, res.hi)
     res2 = Lander(store, make_source(sim.url)).run(P, IngestOptions())
     assert not res2.more_to_do
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
 
 
 def test_dry_run_writes_nothing_and_plans(store, sim, make_source):
@@ -157,7 +161,7 @@ def test_retry_budget_exhaustion_fails_loudly_and_advances_nothing_more(store, s
     assert Checkpoints(store).load("coinbase", "BTC-USD").hi == before.hi
     sim.faults.rates = {}
     assert lander.run(P, IngestOptions()).status == "ok"
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
 
 
 def test_checkpoint_never_moves_backward(store):
@@ -194,7 +198,7 @@ def test_each_transient_fault_is_retried_and_lands_exactly_once(tmp_path, make_s
         res = Lander(store, make_source(s.url, timeout=0.3)).run(P, IngestOptions(since=_since_of(book, book.first_id)))
     assert res.status == "ok", res.message
     assert plan.served[fault] == 2
-    assert_exactly_once(store, book, book.first_id - 1, book.head())
+    _once(store, book, book.first_id - 1, book.head())
 
 
 def test_retry_after_is_honoured(tmp_path, make_source):
@@ -242,7 +246,8 @@ def test_an_object_landed_by_another_run_mid_walk_is_followed_not_duplicated(tmp
             if key.startswith("raw/") and not Racing.raced:
                 Racing.raced = True
                 other = [book.trade_bytes(i) for i in range(first, first + 50)]
-                header = {"cursor_start": str(first - 1), "cursor_end": str(first + 49), "count": 50}
+                header = {"cursor_start": str(first - 1), "cursor_end": str(first + 49), "count": 50,
+                          "min_id": first, "max_id": first + 49}
                 super().put(key, encode_raw(header, other), if_none_match=True)
             return super().put(key, data, **kw)
 
@@ -251,4 +256,4 @@ def test_an_object_landed_by_another_run_mid_walk_is_followed_not_duplicated(tmp
     res = Lander(racing, make_source(sim.url, page_size=200)).run(P, IngestOptions(since=_since_of(book, first)))
     # THEN we follow the other run's object and land every trade exactly once
     assert Racing.raced and res.status == "ok" and res.hi == book.head()
-    assert_exactly_once(store, book, first - 1, book.head())
+    _once(store, book, first - 1, book.head())
