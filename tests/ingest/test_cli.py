@@ -113,6 +113,42 @@ def test_run_then_query_and_stats_in_every_format(tmp_path):
     assert r.returncode == 0 and "would transform 0 raw object(s)" in r.stdout
 
 
+def test_run_is_one_cycle_over_every_seeded_exchange(tmp_path):
+    """`run` ingests the seeded products of every exchange, then transforms them into the one table."""
+    import time as _time
+
+    from schemahub.sim import SIMS
+
+    t0 = _time.time() - 3600
+    books = {"coinbase": Book("BTC-USD", initial=300, interval_us=1_000_000, seed=21, t0=t0),
+             "binance": Book("BTC-USDT", initial=300, interval_us=1_000_000, seed=22, t0=t0),
+             "kraken": Book("BTC-USD", initial=300, interval_us=1_000_000, seed=23, t0=t0),
+             "okx": Book("BTC-USDT", initial=300, interval_us=1_000_000, seed=24, t0=t0)}
+    sims = {ex: SIMS[ex]([b]) for ex, b in books.items()}
+    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    (tmp_path / "m" / "product_ids_seed.yaml").write_text(yaml.safe_dump({"exchanges": {
+        ex: [{"product_id": b.product_id, "symbol": sims[ex].symbol(b.product_id), "base": "BTC",
+              "quote": b.product_id.split("-")[1]}] for ex, b in books.items()}}))
+    env = {}
+    for ex, s in sims.items():
+        env[f"SCHEMAHUB_{ex.upper()}_BASE_URL"] = s.start()
+        env[f"SCHEMAHUB_{ex.upper()}_RATE_LIMIT"] = "500"
+    try:
+        since = datetime.fromtimestamp(t0 - 600, tz=timezone.utc).isoformat()
+        r = _run(["run", "--storage", str(tmp_path / "d"), "--mappings", str(tmp_path / "m"), "--since", since], env)
+    finally:
+        for s in sims.values():
+            s.stop()
+    assert r.returncode == 0, r.stderr
+    for ex, b in books.items():
+        assert f"{ex}/{b.product_id}: ok  300 trades" in r.stdout, r.stdout
+    assert "1,200 rows" in r.stdout
+    q = _run(["query", "--storage", str(tmp_path / "d"), "--format", "json",
+              "SELECT exchange, product_id, count(*) AS n FROM trades GROUP BY ALL ORDER BY ALL"])
+    assert {(x["exchange"], x["product_id"], x["n"]) for x in json.loads(q.stdout)} == {
+        (ex, b.product_id, 300) for ex, b in books.items()}
+
+
 @pytest.mark.slow
 def test_demo_runs_every_exchange_offline_into_one_table(tmp_path):
     since = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
