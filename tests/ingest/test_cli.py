@@ -35,6 +35,28 @@ def test_update_seed_keeps_online_products_and_writes_the_seed(tmp_path):
     assert [p["product_id"] for p in seed["exchanges"]["coinbase"]] == ["BTC-USD", "ETH-USD"]
 
 
+def test_update_seed_for_every_exchange_writes_unified_ids_and_native_symbols(tmp_path):
+    from schemahub.sim import SIMS
+
+    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    (tmp_path / "m" / "product_ids_seed.yaml").unlink(missing_ok=True)
+    quote = {"coinbase": "USD", "binance": "USDT", "kraken": "USD", "okx": "USDT"}
+    sims = {ex: SIMS[ex]([Book(f"BTC-{q}"), Book(f"ETH-{q}")]) for ex, q in quote.items()}
+    try:
+        urls = [a for ex, s in sims.items() for a in ("--base-url", f"{ex}={s.start()}")]
+        r = _run(["update-seed", "--fetch", "--write", "--mappings", str(tmp_path / "m"), *urls])
+    finally:
+        for s in sims.values():
+            s.stop()
+    assert r.returncode == 0, r.stderr
+    seed = yaml.safe_load((tmp_path / "m" / "product_ids_seed.yaml").read_text())["exchanges"]
+    assert set(seed) == set(quote)
+    for ex, q in quote.items():
+        assert [(p["product_id"], p["symbol"]) for p in seed[ex]] == [
+            (f"BTC-{q}", sims[ex].symbol(f"BTC-{q}")), (f"ETH-{q}", sims[ex].symbol(f"ETH-{q}"))]
+    assert seed["kraken"][0]["symbol"] == "XBTUSD" and seed["kraken"][0]["base"] == "BTC"
+
+
 def test_ingest_then_dry_run_plan_and_json_logs(tmp_path):
     book = Book("BTC-USD", initial=2500, interval_us=1_000_000)
     with CoinbaseSim([book]) as sim:
