@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from schemahub import logs
 from schemahub.errors import SchemahubError
@@ -252,12 +252,32 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    """Merge each closed product-day's files into one; readers switch per day, atomically."""
+    from schemahub.compact import compact
+    from schemahub.store import open_store
+
+    before = date.fromisoformat(args.before) if getattr(args, "before", None) else None
+    res = compact(open_store(args.storage), before=before, dry_run=args.dry_run,
+                  exchange=getattr(args, "exchange", None), product_id=getattr(args, "product", None))
+    if args.dry_run:
+        print(f"would compact {len(res.planned)} product-day(s)")
+        for p in res.planned:
+            print(f"  {p}")
+    else:
+        print(f"compacted {res.partitions} product-day(s): {res.parts:,} files, {res.rows:,} rows "
+              f"({res.skipped_open} still open)")
+    return 0
+
+
 def cmd_run(args) -> int:
-    """One scheduled cycle: ingest every seeded product of every exchange, then transform."""
+    """One scheduled cycle: ingest every seeded product of every exchange, transform, compact closed days."""
     args.exchange, args.product, args.dry_run, args.json = None, None, False, False
     code = cmd_ingest(args)
     args.all, args.max_seconds = False, None
-    return cmd_transform(args) or code
+    code = cmd_transform(args) or code
+    args.before = None
+    return cmd_compact(args) or code
 
 
 def cmd_demo(args) -> int:
@@ -365,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", parents=[common], help="one scheduled cycle: ingest every seeded product, then transform")
     _ingest_options(s)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("compact", parents=[common], help="merge each closed product-day into one file, for faster queries")
+    s.add_argument("--before", help="compact days before this UTC date, YYYY-MM-DD (default: today)")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="with --exchange: only this product (unified id)")
+    s.add_argument("--dry-run", action="store_true", help="list the product-days it would compact")
+    s.set_defaults(func=cmd_compact)
 
     s = sub.add_parser("demo", parents=[common], help="offline: simulators -> run -> stats and queries, in ./demo-data")
     s.add_argument("--since", type=_since, help="first trade time to land (default: each mapping's first_run_lookback)")

@@ -41,26 +41,34 @@ PIVOT m ON market USING first(vwap) GROUP BY minute ORDER BY minute
 
 
 def dataset(store: ObjectStore) -> ds.Dataset | None:
-    """The curated files as a pyarrow dataset (None if there are none yet)."""
-    path = store.local_path("curated/x")
-    if path is not None:
-        root = os.path.dirname(path)
-        if not os.path.isdir(root):
-            return None
-        return ds.dataset(root, format="parquet", partitioning=_PARTITIONING, schema=_file_and_keys(),
-                          exclude_invalid_files=False, ignore_prefixes=[".", "_"])
-    from pyarrow import fs
+    """The table's files as a pyarrow dataset (None if there are none yet): parts, or a day's compacted copy."""
+    from schemahub.compact import read_layout
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    kwargs = {}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs = {"endpoint_override": host, "scheme": scheme}
-    s3 = fs.S3FileSystem(region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", **kwargs)
-    base = f"{store.bucket}/{store.prefix}curated"
-    if not any(True for _ in store.list("curated/")):
+    keys = read_layout(store).keys()
+    if not keys:
         return None
-    return ds.dataset(base, filesystem=s3, format="parquet", partitioning=_PARTITIONING, schema=_file_and_keys())
+    fs_kwargs = {}
+    local = store.local_path("curated/x")
+    if local is not None:
+        root = os.path.dirname(os.path.dirname(local))
+    else:
+        from pyarrow import fs
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        kwargs = {}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs = {"endpoint_override": host, "scheme": scheme}
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        fs_kwargs = {"filesystem": fs.S3FileSystem(region=region, **kwargs)}
+        root = f"{store.bucket}/{store.prefix}".rstrip("/")
+    parts = []
+    for base in ("curated", "compacted"):
+        paths = [f"{root}/{k}" for k in keys if k.startswith(base + "/")]
+        if paths:
+            parts.append(ds.dataset(paths, format="parquet", partitioning=_PARTITIONING, schema=_file_and_keys(),
+                                    partition_base_dir=f"{root}/{base}", **fs_kwargs))
+    return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
 
 def _file_and_keys() -> pa.Schema:
@@ -72,16 +80,19 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session)."""
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
-    path = store.local_path("curated/x")
-    root = os.path.dirname(path) if path is not None else None
-    if root is not None and any(True for _ in store.list("curated/")):
-        # Local folder: DuckDB's own Parquet reader (parallel, prunes exchange/product_id/date from paths).
-        glob = os.path.join(root, "**", "*.parquet").replace("'", "''")
-        con.execute(f"CREATE VIEW _curated AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+    from schemahub.compact import read_layout
+
+    local = store.local_path("curated/x") is not None
+    keys = read_layout(store).keys() if local else []
+    if keys:
+        # Local folder: DuckDB's own Parquet reader (parallel, partition keys from the paths) over the files
+        # a consistent reader takes: per product-day, its parts or its compacted copy (schemahub.compact).
+        files = ", ".join("'" + store.local_path(k).replace("'", "''") + "'" for k in keys)
+        con.execute(f"CREATE VIEW _curated AS SELECT * FROM read_parquet([{files}], hive_partitioning = true, "
                     "hive_types = {'exchange': VARCHAR, 'product_id': VARCHAR, 'date': DATE})")
     else:
         # S3 (DuckDB has no httpfs offline) or an empty table: a registered pyarrow dataset.
-        data = dataset(store) if root is None else None
+        data = dataset(store) if not local else None
         con.register("_curated", data if data is not None else
                      pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
     con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _curated")
