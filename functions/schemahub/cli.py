@@ -247,6 +247,7 @@ def cmd_stats(args) -> int:
 
     out = stats(open_store(args.storage))
     cols = ["exchange", "product_id", "rows", "first_trade", "last_trade", "freshness_s", "raw_bytes", "curated_bytes",
+            "compacted_bytes",
             "curated_to_raw", "bytes_per_trade"]
     _print_rows(cols, [tuple(r.get(c) for c in cols) for r in out], args.format)
     return 0

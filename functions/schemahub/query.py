@@ -100,7 +100,8 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
 
 
 def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
-    """Per exchange and product: rows, first/last trade, freshness, bytes, curated/raw size ratio."""
+    """Per exchange and product: rows, first/last trade, freshness, bytes (raw, curated parts, compacted copies),
+    curated/raw size ratio and curated bytes per trade."""
     now = now or datetime.now(timezone.utc)
     con = connect(store)
     rows = con.execute(
@@ -110,20 +111,22 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
     sizes: dict[tuple[str, str], list[int]] = {}
     for info in store.list("raw/"):
         _, ex, pid, _ = info.key.split("/", 3)
-        sizes.setdefault((ex, pid), [0, 0])[0] += info.size
-    for info in store.list("curated/"):
-        parts = dict(p.split("=", 1) for p in info.key.split("/")[1:3])
-        sizes.setdefault((parts["exchange"], parts["product_id"]), [0, 0])[1] += info.size
+        sizes.setdefault((ex, pid), [0, 0, 0])[0] += info.size
+    for base, slot in (("curated/", 1), ("compacted/", 2)):
+        for info in store.list(base):
+            parts = dict(p.split("=", 1) for p in info.key.split("/")[1:3])
+            sizes.setdefault((parts["exchange"], parts["product_id"]), [0, 0, 0])[slot] += info.size
     out = []
     seen = set()
     for ex, pid, n, first, last in rows:
-        raw, cur = sizes.get((ex, pid), [0, 0])
+        raw, cur, comp = sizes.get((ex, pid), [0, 0, 0])
         seen.add((ex, pid))
         out.append({"exchange": ex, "product_id": pid, "rows": n, "first_trade": first, "last_trade": last,
                     "freshness_s": round((now - last).total_seconds(), 1), "raw_bytes": raw, "curated_bytes": cur,
-                    "curated_to_raw": round(cur / raw, 3) if raw else None,
+                    "compacted_bytes": comp, "curated_to_raw": round(cur / raw, 3) if raw else None,
                     "bytes_per_trade": round(cur / n, 2) if n else None})
-    for (ex, pid), (raw, cur) in sorted(sizes.items()):
+    for (ex, pid), (raw, cur, comp) in sorted(sizes.items()):
         if (ex, pid) not in seen:
-            out.append({"exchange": ex, "product_id": pid, "rows": 0, "raw_bytes": raw, "curated_bytes": cur})
+            out.append({"exchange": ex, "product_id": pid, "rows": 0, "raw_bytes": raw, "curated_bytes": cur,
+                        "compacted_bytes": comp})
     return out

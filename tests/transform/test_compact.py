@@ -57,6 +57,10 @@ def test_compaction_keeps_the_table_identical_and_each_day_is_read_once(store, b
     assert n == distinct == 2160
     again = compact(store, before=date(2026, 11, 3))
     assert again.partitions == 0  # idempotent
+    from schemahub.query import stats
+
+    [st] = stats(store)
+    assert st["rows"] == 2160 and st["compacted_bytes"] > 0 and st["curated_bytes"] > st["compacted_bytes"]
 
 
 def test_a_crash_between_the_compacted_file_and_its_manifest_leaves_readers_on_the_parts(store, book):
