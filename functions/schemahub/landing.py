@@ -367,16 +367,18 @@ class Lander:
         else:
             res.lo, res.hi = cp.lo, cp.hi
             res.plan = {"first_run": False, "from_cursor": cp.hi, "to_land": max(0, head - cp.hi)}
-        if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
-            res.plan["to_land"] = None
-            res.plan["head_cursor"] = head
-            return res
             if cp.backfill_target is not None:
                 res.plan["backfill_in_progress"] = {"target": cp.backfill_target, "cursor": cp.backfill_cursor}
             elif opts.since is not None:
                 start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
                 if start < cp.lo:
                     res.plan["backfill"] = {"target": start, "to_land": cp.lo - start}
+        if "backfill" in res.plan and not self.source.supports_backfill:
+            res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+        if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
+            res.plan["to_land"] = None
+            res.plan["head_cursor"] = head
+            return res
         res.plan["pages"] = -(-(res.plan.get("to_land", 0) + res.plan.get("backfill", {}).get("to_land", 0)) // self.source.spec.source.trades.page_size)
         return res
 

@@ -281,6 +281,17 @@ def test_dry_run_plans_from_the_exchange_and_writes_nothing(tmp_path, exchange):
     else:
         assert res.plan["to_land"] == b.head() - res.plan["start_cursor"] and 299 <= res.plan["to_land"] <= 301
         assert res.plan["pages"] == -(-res.plan["to_land"] // 50)
+    # After a real run, a dry run with an earlier --since plans the backfill (or says why it cannot).
+    store = LocalStore(str(tmp_path))
+    with sim(exchange, [b]) as s:
+        src = source(exchange, s.url, page_size=50)
+        assert Lander(store, src).run(p, IngestOptions(since=since_of(b, b.first_id + 100))).status == "ok"
+        plan = Lander(store, src).run(p, IngestOptions(since=since_of(b, b.first_id + 10), dry_run=True)).plan
+    assert plan["first_run"] is False
+    if exchange == "kraken":
+        assert "cannot bound a backfill" in plan["backfill"]["refused"]
+    else:
+        assert 89 <= plan["backfill"]["to_land"] <= 91 and plan["pages"] == 2
 
 
 def test_kraken_pairs_without_wsname_are_named_from_legacy_codes():
