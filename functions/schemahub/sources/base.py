@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from datetime import datetime, timezone
-
 import json
 import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from schemahub.assets import unify_asset
 from schemahub.errors import SourceError
@@ -187,7 +186,8 @@ def _get(doc, path):
 
 
 def records_at(doc, path) -> list:
-    """The list at path; "*" takes every value of an object (Kraken AssetPairs) or descends into its only list."""
+    """The list at path (listings only; trade pages go through split_records). "*" takes every value of an
+    object, as Kraken's AssetPairs keys each pair by name."""
     cur = [doc]
     for k in path:
         nxt = []
