@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from operator import itemgetter
 
 from schemahub.assets import unify_asset
 from schemahub.errors import SourceError
@@ -68,6 +69,24 @@ class Source(abc.ABC):
     def trades_query(self, symbol: str, params: dict) -> dict:
         """The spec's fixed query (with the symbol) followed by the paging parameters."""
         return {**{k: v.replace("{symbol}", symbol) for k, v in self.t.query.items()}, **params}
+
+    def record_ids(self, records) -> list[int]:
+        """Each record's integer trade id; a record without one makes the page retryable."""
+        try:
+            return list(map(int, map(itemgetter(self.t.id_field), records)))
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise Retryable(f"a record lacks an integer trade id at {self.t.id_field!r}: {e}") from None
+
+    def trades_page(self, symbol: str, params: dict, deadline=None) -> tuple[ParsedPage, list[int], Response]:
+        """GET one page of trades with the spec's query and headers: (page, trade ids, response)."""
+        def parse(resp):
+            page = self.parse_page(resp, self.records_path)
+            return page, self.record_ids(page.records)
+
+        resp = self.http.get(self.trades_url(symbol), self.trades_query(symbol, params), parse=parse,
+                             headers=self.t.headers or None, deadline=deadline)
+        page, ids = resp.parsed
+        return page, ids, resp
 
     def get_records(self, path: str, query: dict, records_path: tuple, symbol: str = "", deadline=None, headers=None):
         """GET a helper endpoint; return (parsed page, response)."""

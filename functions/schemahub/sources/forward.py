@@ -8,7 +8,6 @@ it saw at its start, so every run ends.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from operator import itemgetter
 
 from schemahub.errors import SourceError
 from schemahub.sources.base import Chunk, Source
@@ -26,32 +25,14 @@ def to_units(t: datetime, unit: str) -> int:
     return micros * mul // div
 
 
-class _Forward(Source):
-    def _ids(self, records) -> list[int]:
-        try:
-            return list(map(int, map(itemgetter(self.t.id_field), records)))
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise Retryable(f"a record lacks an integer trade id at {self.t.id_field!r}: {e}") from None
-
-    def _trades(self, symbol: str, params: dict, deadline):
-        def parse(resp):
-            page = self.parse_page(resp, self.records_path)
-            return page, self._ids(page.records)
-
-        resp = self.http.get(self.trades_url(symbol), self.trades_query(symbol, params), parse=parse,
-                             headers=self.t.headers or None, deadline=deadline)
-        page, ids = resp.parsed
-        return page, ids, resp
-
-
-class IdForwardSource(_Forward):
+class IdForwardSource(Source):
     """Binance: GET historicalTrades?fromId=cursor+1; the head is the newest id of the recent-trades endpoint."""
 
     def head(self, symbol: str, deadline: float | None = None) -> int:
         h = self.p.head
         page, _ = self.get_records(h.path, {**h.query, h.limit_param: "1"}, tuple(h.records_path), symbol, deadline,
                                    self.t.headers or None)
-        ids = self._ids(page.records)
+        ids = self.record_ids(page.records)
         if not ids:
             raise SourceError(f"{self.exchange}: {symbol} has no trades at all (empty {h.path})")
         return max(ids)
@@ -73,7 +54,7 @@ class IdForwardSource(_Forward):
         n = min(self.t.page_size, top - cursor)
         if n <= 0:
             return Chunk(start=cursor, end=cursor, lines=[], request="", caught_up=True)
-        page, ids, resp = self._trades(symbol, {self.p.from_param: cursor + 1, self.p.limit_param: n}, deadline)
+        page, ids, resp = self.trades_page(symbol, {self.p.from_param: cursor + 1, self.p.limit_param: n}, deadline)
         if not ids:
             # Ids up to the head exist, so an empty answer is not "no trades": never advance past it.
             raise SourceError(f"{self.exchange}: {resp.url} returned no trades though ids up to {top} exist")
@@ -95,7 +76,7 @@ class IdForwardSource(_Forward):
         )
 
 
-class CursorForwardSource(_Forward):
+class CursorForwardSource(Source):
     """Kraken: GET Trades?since=cursor; the response's `last` is the next cursor, passed back exactly."""
 
     supports_backfill = False
@@ -120,7 +101,7 @@ class CursorForwardSource(_Forward):
         params = {self.p.cursor_param: str(cursor)}
         if self.p.limit_param:
             params[self.p.limit_param] = str(self.t.page_size)
-        page, ids, resp = self._trades(symbol, params, deadline)
+        page, ids, resp = self.trades_page(symbol, params, deadline)
         nxt = page.doc
         for k in self.p.cursor_path:
             nxt = nxt.get(k) if isinstance(nxt, dict) else None

@@ -9,33 +9,17 @@ window is the same on every retry.
 from __future__ import annotations
 
 from datetime import datetime
-from operator import itemgetter
 
 from schemahub.sources.base import Chunk, Source, parse_time
-from schemahub.sources.http import Retryable
 
 
 class IdWindowSource(Source):
-    def _page(self, symbol: str, params: dict, deadline):
-        def parse(resp):
-            page = self.parse_page(resp, self.records_path)
-            try:
-                ids = list(map(int, map(itemgetter(self.t.id_field), page.records)))
-            except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise Retryable(f"a record lacks an integer {self.t.id_field!r}: {e}") from None
-            return page, ids
-
-        resp = self.http.get(self.trades_url(symbol), self.trades_query(symbol, params), parse=parse,
-                             headers=self.t.headers or None, deadline=deadline)
-        page, ids = resp.parsed
-        return page, ids, resp
-
     def head(self, symbol: str, deadline: float | None = None) -> int:
-        _, ids, _ = self._page(symbol, {self.p.limit_param: 1}, deadline)
+        _, ids, _ = self.trades_page(symbol, {self.p.limit_param: 1}, deadline)
         return max(ids) if ids else 0
 
     def _at_or_below(self, symbol: str, x: int, deadline) -> datetime | None:
-        page, ids, _ = self._page(symbol, {self.p.older_param: x + 1, self.p.limit_param: 1}, deadline)
+        page, ids, _ = self.trades_page(symbol, {self.p.older_param: x + 1, self.p.limit_param: 1}, deadline)
         if not ids:
             return None
         rec = page.records[ids.index(max(ids))]
@@ -64,7 +48,7 @@ class IdWindowSource(Source):
         if top <= cursor:
             return Chunk(start=cursor, end=cursor, lines=[], request="", caught_up=True)
         params = {self.p.newer_param: cursor, self.p.older_param: top + 1, self.p.limit_param: self.t.page_size}
-        page, ids, resp = self._page(symbol, params, deadline)
+        page, ids, resp = self.trades_page(symbol, params, deadline)
         lo_id, hi_id = (min(ids), max(ids)) if ids else (None, None)
         lines = page.lines
         if ids and not (cursor < lo_id and hi_id <= top):
