@@ -30,9 +30,10 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from schemahub.compact import compact  # noqa: E402
+from schemahub.layout import curated_key  # noqa: E402
 from schemahub.query import connect  # noqa: E402
 from schemahub.store.local import LocalStore  # noqa: E402
-from schemahub.table import DECIMAL, FILE_SCHEMA, TIMESTAMP, curated_key  # noqa: E402
+from schemahub.table import DECIMAL, FILE_SCHEMA, TIMESTAMP  # noqa: E402
 from schemahub.transform import write_parquet  # noqa: E402
 
 DAY0 = datetime(2026, 11, 1, tzinfo=timezone.utc)

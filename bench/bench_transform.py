@@ -26,7 +26,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.json as pj  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from schemahub.landing import encode_raw, raw_key  # noqa: E402
+from schemahub.layout import raw_key
+from schemahub.rawobject import encode as encode_raw  # noqa: E402
 from schemahub.sim import Book  # noqa: E402
 from schemahub.store.local import LocalStore  # noqa: E402
 from schemahub.table import DECIMAL, TIMESTAMP  # noqa: E402

@@ -34,8 +34,8 @@ def build_code(out: Path = CODE) -> Path:
     shutil.copytree(ROOT / "functions" / "schemahub", out / "schemahub", ignore=ignore)
     shutil.copytree(ROOT / "functions" / "handlers", out / "handlers", ignore=ignore)
     shutil.copytree(ROOT / "mappings", out / "mappings", ignore=ignore)
-    # sim.py is for tests and demos; it is not needed in Lambda.
-    (out / "schemahub" / "sim.py").unlink()
+    # sim/ is for tests and demos; it is not needed in Lambda.
+    shutil.rmtree(out / "schemahub" / "sim")
     return out
 
 

@@ -9,8 +9,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
 from handlers.common import exchange_metric, logger, storage
-from schemahub.ingest import load_seed, make_source, resolve_products
 from schemahub.errors import ExchangeBanned
+from schemahub.ingest import load_seed, make_source, resolve_products
 from schemahub.landing import IngestOptions, Lander, active_ban, record_ban
 from schemahub.store import open_store
 

@@ -11,8 +11,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handlers.common import exchange_metric, logger, storage
+from schemahub.layout import marker_key
 from schemahub.store import open_store
-from schemahub.transform import Transformer, marker_key
+from schemahub.transform import Transformer
 
 processor = BatchProcessor(event_type=EventType.SQS)
 _state: dict = {}

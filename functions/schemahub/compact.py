@@ -36,8 +36,7 @@ from schemahub.store.base import ObjectStore
 
 log = logging.getLogger("schemahub.compact")
 
-COMPACTED = "compacted/"
-MANIFEST = "manifest.json"
+from schemahub.layout import COMPACTED, MANIFEST  # noqa: E402
 
 
 def partition_of(key: str) -> str:

@@ -1,4 +1,9 @@
-"""Named domain errors. Messages say what is wrong and what to do."""
+"""Named domain errors: one tree, rooted at SchemahubError. Messages say what is wrong, where, and what to do.
+
+Entry points map the tree to exit codes (the CLI) or results (the Lambdas):
+UsageError and ConfigError are the caller's to fix (exit 2); everything else is
+an operational failure (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,15 @@ class SchemahubError(Exception):
     """Base for every error schemahub raises on purpose."""
 
 
+class UsageError(SchemahubError):
+    """A command-line value or environment variable is invalid; the message names it."""
+
+
 class ConfigError(SchemahubError):
     """A mapping or setting is invalid; the message names file, line and key."""
 
+
+# ------------------------------------------------------------------ storage
 
 class StoreError(SchemahubError):
     """The object store failed in a way callers cannot fix by retrying."""
@@ -23,8 +34,39 @@ class PreconditionFailed(StoreError):
     """A conditional write lost: the key exists (create-only) or changed (compare-and-swap)."""
 
 
+class StoreAccessDenied(StoreError):
+    """The store refused the request (S3 AccessDenied, a read-only folder): fix the permissions."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or is out of space (endpoint down, no credentials, disk full)."""
+
+
+class DamagedObject(SchemahubError):
+    """An object read back from the store is not what its format promises (truncated, garbage, inconsistent)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidCheckpoint(DamagedObject):
+    """A checkpoint is unreadable or inconsistent with the raw chain; `schemahub repair-checkpoint` rebuilds it."""
+
+
+# ------------------------------------------------------------------ sources
+
 class SourceError(SchemahubError):
     """An exchange answered in a way we cannot use (after any retries)."""
+
+
+class Retryable(SourceError):
+    """Raised by a response parser for a body that deserves another try (truncated, HTML, rate-limit text)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class RetryBudgetExhausted(SourceError):
@@ -37,6 +79,10 @@ class ExchangeBanned(SourceError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class DeadlineReached(SchemahubError):
+    """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
 
 
 class LeaseHeld(SchemahubError):

@@ -14,8 +14,8 @@ from schemahub.config import default_mappings_dir
 from schemahub.errors import ConfigError, ExchangeBanned
 from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, record_ban
 from schemahub.sources.base import Product, Source
-from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
 from schemahub.sources.build import build_source
+from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
 from schemahub.sources.spec import ExchangeSpec, load_exchange, with_base_url
 from schemahub.store.base import ObjectStore
 

@@ -32,18 +32,3 @@ PARTITION_KEYS = ("exchange", "product_id", "date")
 FILE_SCHEMA = pa.schema([f for f in TRADES if f.name not in PARTITION_KEYS])
 
 SIDES = ("buy", "sell", "unknown")
-
-
-def curated_prefix(exchange: str | None = None, product_id: str | None = None) -> str:
-    key = "curated/"
-    if exchange:
-        key += f"exchange={exchange}/"
-        if product_id:
-            key += f"product_id={product_id}/"
-    return key
-
-
-def curated_key(exchange: str, product_id: str, date: str, raw_key: str) -> str:
-    """File name derived from the raw key: re-transforming an object rewrites the same files."""
-    name = raw_key.rsplit("/", 1)[-1].split(".", 1)[0]
-    return f"{curated_prefix(exchange, product_id)}date={date}/{name}.parquet"

@@ -8,7 +8,6 @@ it is written last, so a crash only means the object is transformed again.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import logging
@@ -20,16 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemahub import rawobject
 from schemahub.errors import NotFound, SchemahubError
+from schemahub.layout import curated_key, marker_key, marker_prefix, quarantine_key
 from schemahub.mapping import Compiled, compile_mapping
 from schemahub.sources.spec import load_exchange
 from schemahub.store.base import ObjectStore
-from schemahub.table import FILE_SCHEMA, curated_key
+from schemahub.table import FILE_SCHEMA
 
 log = logging.getLogger("schemahub.transform")
-
-MARKER_PREFIX = "transformed/"
-QUARANTINE_PREFIX = "quarantine/"
 
 # Encodings measured with bench/bench_transform.py, all readable by Athena (no BYTE_STREAM_SPLIT on
 # decimals): ids and times delta-encode; constants and prices (which repeat) use a dictionary; sizes,
@@ -68,14 +66,6 @@ class TransformResult:
     by_product: dict[str, dict] = field(default_factory=dict)
 
 
-def marker_key(raw_key: str) -> str:
-    return MARKER_PREFIX + raw_key.removeprefix("raw/") + ".json"
-
-
-def quarantine_key(raw_key: str) -> str:
-    return QUARANTINE_PREFIX + raw_key.removeprefix("raw/").removesuffix(".gz")
-
-
 class Transformer:
     """Turns raw objects into curated files; mappings are compiled once per exchange."""
 
@@ -94,7 +84,7 @@ class Transformer:
         raw = [o.key for o in self.store.list(prefix)]
         if rebuild:
             return raw
-        done = {o.key for o in self.store.list(MARKER_PREFIX + prefix.removeprefix("raw/"))}
+        done = {o.key for o in self.store.list(marker_prefix(prefix))}
         return [k for k in raw if marker_key(k) not in done]
 
     def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None) -> TransformResult:
@@ -129,15 +119,9 @@ class Transformer:
             data = self.store.get(raw_key).data
         except NotFound:
             raise SchemahubError(f"{raw_key}: raw object not found") from None
-        body = gzip.decompress(data)
-        head, _, rest = body.partition(b"\n")
-        try:
-            header = json.loads(head)
-            exchange, product_id, symbol = header["exchange"], header["product_id"], header["symbol"]
-            fetched = datetime.fromisoformat(header["fetched_at"].replace("Z", "+00:00"))
-        except (ValueError, KeyError) as e:
-            raise SchemahubError(f"{raw_key}: line 1: bad raw header: {e}") from None
-        table, bad = build_table(self.compiled(exchange), rest, header=header, raw_key=raw_key, fetched=fetched)
+        header, rest = rawobject.split(data, raw_key)
+        exchange, product_id, symbol, fetched = header.exchange, header.product_id, header.symbol, header.fetched_at
+        table, bad = build_table(self.compiled(exchange), rest, header=header.doc, raw_key=raw_key, fetched=fetched)
         res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows)
         self._write_quarantine(raw_key, bad, clean_stale=rebuild)
         if table.num_rows:

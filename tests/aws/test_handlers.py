@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 from urllib.parse import quote_plus

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 
+import pytest
 from aws_cdk.assertions import Match, Template
-
 from cdk_app.package import LAMBDA_LIMIT_BYTES, LAYERS, size
 from cdk_app.stack import GLUE_COLUMNS, NAMED_QUERIES
+
 from schemahub.table import FILE_SCHEMA
 from tests.aws.conftest import resources, state_machine
 from tests.conftest import ROOT

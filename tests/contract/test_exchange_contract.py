@@ -19,7 +19,7 @@ from schemahub.landing import Checkpoints, IngestOptions, Lander, active_ban
 from schemahub.sim import FaultPlan
 from schemahub.store.local import LocalStore
 from schemahub.transform import Transformer
-from tests.contract.harness import EXCHANGES, NATIVE, PRODUCT, SECOND, assert_exactly_once, book, since_of, sim, source
+from tests.contract.harness import EXCHANGES, NATIVE, PRODUCT, SECOND, assert_exactly_once, book, sim, since_of, source
 from tests.transform.helpers import curated_rows
 
 

@@ -19,8 +19,8 @@ from schemahub.sources.jsonsplit import split_records
 from schemahub.store.local import LocalStore
 from schemahub.transform import Transformer
 from tests.conftest import FIXTURES
-from tests.transform.test_fixture_mapping import _recorded_lines
 from tests.transform.helpers import curated_rows, put_raw
+from tests.transform.test_fixture_mapping import _recorded_lines
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from schemahub.clock import SYSTEM_CLOCK
 from schemahub.errors import SchemahubError
 from schemahub.landing import (
     Checkpoint,
@@ -13,14 +14,12 @@ from schemahub.landing import (
     IngestOptions,
     Lander,
     Lease,
-    checkpoint_key,
-    encode_raw,
-    raw_key,
-    read_raw_header,
 )
+from schemahub.layout import checkpoint_key, raw_key
+from schemahub.rawobject import encode as encode_raw
+from schemahub.rawobject import make_header, read_header
 from schemahub.sim import Book, CoinbaseSim, FaultPlan
 from schemahub.sources.base import Product
-from schemahub.clock import SYSTEM_CLOCK
 from tests.contract import harness
 
 P = Product("BTC-USD", "BTC-USD", "BTC", "USD")
@@ -175,16 +174,17 @@ def test_checkpoint_never_moves_backward(store):
 
 
 def test_missing_checkpoint_with_existing_raw_objects_refuses_to_guess(store, sim, make_source):
-    store.put(raw_key("coinbase", "BTC-USD", 42), encode_raw({"cursor_end": "50"}, [b"{}"]))
+    store.put(raw_key("coinbase", "BTC-USD", 42), encode_raw(_header(42, 50, [1]), [b"{}"]))
     res = Lander(store, make_source(sim.url)).run(P, IngestOptions())
     assert res.status == "failed" and "missing" in res.message
 
 
 def test_raw_object_is_deterministic_and_its_header_is_cheap_to_read():
-    header = {"cursor_start": "1", "cursor_end": "3", "count": 2}
+    header = _header(1, 3, [2, 3])
     a = encode_raw(header, [b'{"a":1}', b'{"a":2}'])
     assert a == encode_raw(header, [b'{"a":1}', b'{"a":2}'])
-    assert read_raw_header(a) == header
+    h = read_header(a, "k")
+    assert (h.start, h.end, h.count, h.min_id, h.max_id, h.doc) == (1, 3, 2, 2, 3, header)
 
 
 @pytest.mark.parametrize("fault", ["429", "429_plain", "500", "502_html", "200_html", "truncated", "truncated_json", "drop", "slow"])
@@ -246,8 +246,7 @@ def test_an_object_landed_by_another_run_mid_walk_is_followed_not_duplicated(tmp
             if key.startswith("raw/") and not Racing.raced:
                 Racing.raced = True
                 other = [book.trade_bytes(i) for i in range(first, first + 50)]
-                header = {"cursor_start": str(first - 1), "cursor_end": str(first + 49), "count": 50,
-                          "min_id": first, "max_id": first + 49}
+                header = _header(first - 1, first + 49, list(range(first, first + 50)))
                 super().put(key, encode_raw(header, other), if_none_match=True)
             return super().put(key, data, **kw)
 
@@ -257,3 +256,8 @@ def test_an_object_landed_by_another_run_mid_walk_is_followed_not_duplicated(tmp
     # THEN we follow the other run's object and land every trade exactly once
     assert Racing.raced and res.status == "ok" and res.hi == book.head()
     _once(store, book, first - 1, book.head())
+
+
+def _header(start: int, end: int, ids: list[int]) -> dict:
+    return make_header(exchange="coinbase", product_id="BTC-USD", symbol="BTC-USD", start=start, end=end,
+                       count=len(ids), min_id=min(ids), max_id=max(ids), fetched_at="2026-11-29T00:00:00Z", requests=[])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
-from schemahub.landing import encode_raw, raw_key
+from schemahub.layout import raw_key
+from schemahub.rawobject import encode as encode_raw
 
 
 def put_raw(store, lines: list[bytes], *, product="BTC-USD", start=1, fetched="2026-11-29T12:00:00.123456Z", exchange="coinbase"):

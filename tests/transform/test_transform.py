@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from schemahub.layout import marker_key, quarantine_key
 from schemahub.store.local import LocalStore
-from schemahub.transform import Transformer, marker_key, quarantine_key
+from schemahub.transform import Transformer
 from tests.transform.helpers import curated_rows, put_raw
 
 

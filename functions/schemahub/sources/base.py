@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from operator import itemgetter
 
 from schemahub.assets import unify_asset
-from schemahub.errors import SourceError
-from schemahub.sources.http import HttpClient, Response, Retryable
+from schemahub.errors import Retryable, SourceError
+from schemahub.sources.http import HttpClient, Response
 from schemahub.sources.jsonsplit import JSONShapeError, split_compact_array, split_records
 from schemahub.sources.spec import ExchangeSpec
 

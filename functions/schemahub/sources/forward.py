@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from schemahub.errors import SourceError
+from schemahub.errors import Retryable, SourceError
 from schemahub.sources.base import Chunk, Source
-from schemahub.sources.http import Retryable
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)

@@ -13,21 +13,9 @@ from urllib.parse import urlencode
 import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import ExchangeBanned, RetryBudgetExhausted, SourceError
+from schemahub.errors import DeadlineReached, ExchangeBanned, Retryable, RetryBudgetExhausted, SourceError
 
 log = logging.getLogger("schemahub.http")
-
-
-class Retryable(Exception):
-    """Raised by a response parser for a body that deserves another try (truncated, HTML, rate-limit text)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class DeadlineReached(Exception):
-    """The run's time budget does not allow another attempt; stop cleanly."""
 
 
 class RateLimiter:

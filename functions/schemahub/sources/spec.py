@@ -11,8 +11,8 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemahub.config import default_mappings_dir, load_model
-from schemahub.mapping import TableMapping
 from schemahub.errors import ConfigError
+from schemahub.mapping import TableMapping
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 

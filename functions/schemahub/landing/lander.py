@@ -16,260 +16,23 @@ Why it holds:
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-import os
-import socket
-import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
+from schemahub import rawobject
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import ExchangeBanned, LeaseHeld, NotFound, PreconditionFailed, SchemahubError
+from schemahub.errors import DeadlineReached, ExchangeBanned, LeaseHeld, NotFound, PreconditionFailed, SchemahubError
+from schemahub.landing.checkpoint import Checkpoint, Checkpoints
+from schemahub.landing.checkpoint import iso as _iso
+from schemahub.landing.lease import Lease
+from schemahub.layout import checkpoint_key, raw_key, raw_prefix
 from schemahub.sources.base import Chunk, Product, Source
-from schemahub.sources.http import DeadlineReached
 from schemahub.store.base import ObjectStore
 
 log = logging.getLogger("schemahub.landing")
 
-RAW_FORMAT = "schemahub.raw/1"
-GZIP_LEVEL = 1  # raw JSONL compresses ~8x even at level 1; higher levels cost CPU on the hot path
-
-
-def raw_prefix(exchange: str, product_id: str) -> str:
-    return f"raw/{exchange}/{product_id}/"
-
-
-def raw_key(exchange: str, product_id: str, cursor: int) -> str:
-    return f"{raw_prefix(exchange, product_id)}{cursor:020d}.jsonl.gz"
-
-
-def checkpoint_key(exchange: str, product_id: str) -> str:
-    return f"checkpoints/{exchange}/{product_id}.json"
-
-
-def lease_key(exchange: str, product_id: str) -> str:
-    return f"leases/{exchange}/{product_id}.json"
-
-
-def ban_key(exchange: str) -> str:
-    return f"bans/{exchange}.json"
-
-
-DEFAULT_BAN_S = 300.0  # when a ban comes without Retry-After (Binance bans last 2 minutes to 3 days)
-
-
-def record_ban(store: ObjectStore, exchange: str, error: ExchangeBanned, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Remember a ban in the store, so later runs (other processes, other Lambdas) send nothing until it ends."""
-    until = clock.time() + (error.retry_after_s if error.retry_after_s is not None else DEFAULT_BAN_S)
-    doc = {"exchange": exchange, "until": until, "until_iso": _iso(datetime.fromtimestamp(until, timezone.utc)),
-           "reason": str(error)[:500]}
-    store.put(ban_key(exchange), json.dumps(doc, indent=1).encode())
-
-
-def active_ban(store: ObjectStore, exchange: str, clock: Clock = SYSTEM_CLOCK) -> str | None:
-    """A message if the exchange banned us and the ban has not ended yet."""
-    try:
-        doc = json.loads(store.get(ban_key(exchange)).data)
-    except NotFound:
-        return None
-    if doc.get("until", 0) <= clock.time():
-        return None
-    return f"{exchange} banned this IP until {doc.get('until_iso')}; sending nothing until then ({doc.get('reason', '')[:200]})"
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-# ---------------------------------------------------------------- raw objects
-
-def encode_raw(header: dict, lines: list[bytes]) -> bytes:
-    """gzip(header line + one verbatim trade per line); deterministic bytes (mtime=0)."""
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = b"\n".join([head, *lines]) + b"\n"
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-
-
-def read_raw(data: bytes) -> tuple[dict, list[bytes]]:
-    """Split a raw object into its header and its verbatim trade lines."""
-    text = gzip.decompress(data)
-    head, _, rest = text.partition(b"\n")
-    lines = rest.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return json.loads(head), lines
-
-
-def read_raw_header(data: bytes) -> dict:
-    """Decode only as much of the object as the header line needs."""
-    d = zlib.decompressobj(wbits=31)
-    buf = b""
-    for i in range(0, len(data), 4096):
-        buf += d.decompress(data[i : i + 4096])
-        if b"\n" in buf:
-            break
-    return json.loads(buf.partition(b"\n")[0])
-
-
-# ----------------------------------------------------------------- checkpoint
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Landed range (lo, hi] of cursors, plus an in-progress backfill (target, cursor]."""
-
-    exchange: str
-    product_id: str
-    lo: int
-    hi: int
-    backfill_target: int | None = None
-    backfill_cursor: int | None = None
-    etag: str = ""
-
-    def to_json(self) -> bytes:
-        doc = {
-            "exchange": self.exchange,
-            "product_id": self.product_id,
-            "lo": str(self.lo),
-            "hi": str(self.hi),
-            "backfill": None
-            if self.backfill_target is None
-            else {"target": str(self.backfill_target), "cursor": str(self.backfill_cursor)},
-            "updated_at": _iso(datetime.now(timezone.utc)),
-        }
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes, etag: str) -> Checkpoint:
-        d = json.loads(data)
-        bf = d.get("backfill")
-        return cls(
-            d["exchange"], d["product_id"], int(d["lo"]), int(d["hi"]),
-            int(bf["target"]) if bf else None, int(bf["cursor"]) if bf else None, etag,
-        )
-
-
-class Checkpoints:
-    """Checkpoint objects, changed only by create-only and compare-and-swap writes."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-
-    def load(self, exchange: str, product_id: str) -> Checkpoint | None:
-        try:
-            obj = self.store.get(checkpoint_key(exchange, product_id))
-        except NotFound:
-            return None
-        return Checkpoint.from_json(obj.data, obj.etag)
-
-    def create(self, cp: Checkpoint) -> Checkpoint:
-        """Create the first checkpoint; if another run won the race, return theirs."""
-        key = checkpoint_key(cp.exchange, cp.product_id)
-        try:
-            etag = self.store.put(key, cp.to_json(), if_none_match=True)
-        except PreconditionFailed:
-            current = self.load(cp.exchange, cp.product_id)
-            assert current is not None
-            return current
-        return replace(cp, etag=etag)
-
-    def update(self, cp: Checkpoint, change) -> Checkpoint:
-        """Apply change(current) -> new|None by compare-and-swap, re-reading on conflict.
-
-        change returns None when the current state already includes the change
-        (another run got there first); nothing is written then.
-        """
-        while True:
-            new = change(cp)
-            if new is None:
-                return cp
-            if new.hi < cp.hi or new.lo > cp.lo:
-                raise SchemahubError(f"refusing to move checkpoint of {cp.exchange}/{cp.product_id} backward: {cp} -> {new}")
-            try:
-                etag = self.store.put(checkpoint_key(cp.exchange, cp.product_id), new.to_json(), if_match=cp.etag)
-                return replace(new, etag=etag)
-            except PreconditionFailed:
-                fresh = self.load(cp.exchange, cp.product_id)
-                assert fresh is not None
-                cp = fresh
-
-
-# ---------------------------------------------------------------------- lease
-
-class Lease:
-    """A product's lease: a conditional write with an expiry, renewed as the run goes."""
-
-    def __init__(self, store: ObjectStore, exchange: str, product_id: str, ttl_s: float, clock: Clock) -> None:
-        self.store = store
-        self.key = lease_key(exchange, product_id)
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.etag: str | None = None
-        self.renewed_at = 0.0
-
-    def _doc(self, expires_at: float) -> bytes:
-        return json.dumps(
-            {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "expires_at": expires_at}
-        ).encode()
-
-    def acquire(self) -> None:
-        """Take the lease or raise LeaseHeld naming the holder."""
-        doc = self._doc(self.clock.time() + self.ttl_s)
-        try:
-            self.etag = self.store.put(self.key, doc, if_none_match=True)
-        except PreconditionFailed:
-            try:
-                cur = self.store.get(self.key)
-            except NotFound:
-                return self.acquire()
-            held = json.loads(cur.data)
-            if not self._stale(held):
-                raise LeaseHeld(
-                    f"lease {self.key} is held by {held.get('owner')} for {held['expires_at'] - self.clock.time():.0f}s more"
-                ) from None
-            try:
-                self.etag = self.store.put(self.key, doc, if_match=cur.etag)
-            except PreconditionFailed:
-                raise LeaseHeld(f"lease {self.key} was taken by another run just now") from None
-        self.renewed_at = self.clock.monotonic()
-
-    def _stale(self, held: dict) -> bool:
-        if held.get("expires_at", 0) <= self.clock.time():
-            return True
-        # A holder on this machine whose process is gone cannot be running: take over now.
-        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
-            try:
-                os.kill(held["pid"], 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        return False
-
-    def renew_if_due(self) -> None:
-        if self.clock.monotonic() - self.renewed_at < self.ttl_s / 3:
-            return
-        try:
-            self.etag = self.store.put(self.key, self._doc(self.clock.time() + self.ttl_s), if_match=self.etag)
-        except PreconditionFailed:
-            raise LeaseHeld(f"lease {self.key} was lost (expired and taken over); stopping this product") from None
-        self.renewed_at = self.clock.monotonic()
-
-    def release(self) -> None:
-        if self.etag is None:
-            return
-        try:
-            self.store.put(self.key, self._doc(0.0), if_match=self.etag)
-        except PreconditionFailed:
-            pass
-        self.etag = None
-
-
-# ---------------------------------------------------------------------- runs
 
 @dataclass
 class ProductResult:
@@ -502,22 +265,14 @@ class Lander:
             obj = self.store.get(key)
         except NotFound:
             return None
-        return int(read_raw_header(obj.data)["cursor_end"])
+        return rawobject.read_header(obj.data, key).end
 
     def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str]) -> dict:
-        return {
-            "format": RAW_FORMAT,
-            "exchange": self.exchange,
-            "product_id": product.product_id,
-            "symbol": product.symbol,
-            "cursor_start": str(start),
-            "cursor_end": str(end),
-            "count": count,
-            "min_id": min_id,
-            "max_id": max_id,
-            "fetched_at": _iso(self.clock.now()),
-            "requests": requests,
-        }
+        return rawobject.make_header(
+            exchange=self.exchange, product_id=product.product_id, symbol=product.symbol, base=product.base,
+            quote=product.quote, start=start, end=end, count=count, min_id=min_id, max_id=max_id,
+            fetched_at=_iso(self.clock.now()), requests=requests,
+        )
 
 
 @dataclass
@@ -571,7 +326,7 @@ class _Writer:
             res.adopted += 1
         elif g.lines:
             try:
-                lander.store.put(g.key, encode_raw(g.header, g.lines), if_none_match=True)
+                lander.store.put(g.key, rawobject.encode(g.header, g.lines), if_none_match=True)
                 res.objects += 1
                 res.trades += len(g.lines)
             except PreconditionFailed:
@@ -598,5 +353,5 @@ def _advance_backfill(c: Checkpoint, end: int) -> Checkpoint | None:
 def iter_raw(store: ObjectStore, exchange: str, product_id: str):
     """Yield (key, header, lines) for every raw object of a product, in key order."""
     for info in store.list(raw_prefix(exchange, product_id)):
-        header, lines = read_raw(store.get(info.key).data)
-        yield info.key, header, lines
+        header, lines = rawobject.decode(store.get(info.key).data, info.key)
+        yield info.key, header.doc, lines

@@ -1,0 +1,177 @@
+"""Every storage key, built and parsed here only.
+
+The store root holds:
+
+    raw/<exchange>/<product>/<start cursor, 20 digits>.jsonl.gz   create-only raw objects (the tape)
+    checkpoints/<exchange>/<product>.json                        landed cursor range, compare-and-swap
+    leases/<exchange>/<product>.json                             who ingests a product, until when
+    bans/<exchange>.json                                         an exchange's ban, until it ends
+    transformed/<exchange>/<product>/<start>.jsonl.gz.json       marker: a raw object is in the table
+    quarantine/<exchange>/<product>/<start>.jsonl                rows the mapping refused, with reasons
+    curated/exchange=<e>/product_id=<p>/date=<d>/<start>.parquet one file per raw object per UTC day
+    compacted/exchange=<e>/product_id=<p>/date=<d>/...           one file per closed product-day + manifest
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+RAW = "raw/"
+CHECKPOINTS = "checkpoints/"
+LEASES = "leases/"
+BANS = "bans/"
+MARKERS = "transformed/"
+QUARANTINE = "quarantine/"
+CURATED = "curated/"
+COMPACTED = "compacted/"
+MANIFEST = "manifest.json"
+
+RAW_SUFFIX = ".jsonl.gz"
+CURSOR_DIGITS = 20
+
+#: Unified product ids: BASE-QUOTE, upper-case letters and digits. Safe in paths and Hive partitions.
+PRODUCT_ID = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+#: Exchange names, as in mappings/exchanges/<exchange>.yaml.
+EXCHANGE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+_RAW_KEY = re.compile(r"^raw/(?P<exchange>[^/]+)/(?P<product>[^/]+)/(?P<start>[0-9]{20})\.jsonl\.gz$")
+
+
+def check_product_id(product_id: str) -> str:
+    """Return product_id, or raise ValueError naming the pattern."""
+    if not isinstance(product_id, str) or not PRODUCT_ID.match(product_id):
+        raise ValueError(f"product id {product_id!r} is not BASE-QUOTE in upper-case letters and digits (e.g. BTC-USD)")
+    return product_id
+
+
+def _ids(exchange: str, product_id: str) -> tuple[str, str]:
+    if not EXCHANGE.match(exchange):
+        raise ValueError(f"exchange {exchange!r} is not lower-case letters, digits and '_'")
+    return exchange, check_product_id(product_id)
+
+
+# ------------------------------------------------------------------ raw
+
+def raw_prefix(exchange: str | None = None, product_id: str | None = None) -> str:
+    if exchange is None:
+        return RAW
+    if product_id is None:
+        return f"{RAW}{exchange}/"
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{RAW}{exchange}/{product_id}/"
+
+
+def raw_key(exchange: str, product_id: str, cursor: int) -> str:
+    if cursor < 0 or cursor >= 10**CURSOR_DIGITS:
+        raise ValueError(f"cursor {cursor} does not fit a raw key")
+    return f"{raw_prefix(exchange, product_id)}{cursor:0{CURSOR_DIGITS}d}{RAW_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class RawKey:
+    key: str
+    exchange: str
+    product_id: str
+    start: int
+
+
+def parse_raw_key(key: str) -> RawKey | None:
+    """The parts of a raw key, or None for a key that is not one (a stray file under raw/)."""
+    m = _RAW_KEY.match(key)
+    if not m or not EXCHANGE.match(m["exchange"]) or not PRODUCT_ID.match(m["product"]):
+        return None
+    return RawKey(key, m["exchange"], m["product"], int(m["start"]))
+
+
+def raw_name(key: str) -> str:
+    """The start-cursor stem of a raw key ('00000000000000000042'), used to name derived files."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+# ------------------------------------------------------------------ landing state
+
+def checkpoint_key(exchange: str, product_id: str) -> str:
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{CHECKPOINTS}{exchange}/{product_id}.json"
+
+
+def lease_key(exchange: str, product_id: str) -> str:
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{LEASES}{exchange}/{product_id}.json"
+
+
+def ban_key(exchange: str) -> str:
+    return f"{BANS}{exchange}.json"
+
+
+# ------------------------------------------------------------------ transform
+
+def marker_key(raw_key: str) -> str:
+    return MARKERS + raw_key.removeprefix(RAW) + ".json"
+
+
+def marker_prefix(raw_prefix_: str = RAW) -> str:
+    return MARKERS + raw_prefix_.removeprefix(RAW)
+
+
+def raw_key_of_marker(marker: str) -> str:
+    return RAW + marker.removeprefix(MARKERS).removesuffix(".json")
+
+
+def quarantine_key(raw_key: str) -> str:
+    return QUARANTINE + raw_key.removeprefix(RAW).removesuffix(".gz")
+
+
+# ------------------------------------------------------------------ table files
+
+def partition(exchange: str, product_id: str, date: str) -> str:
+    """'exchange=<e>/product_id=<p>/date=<d>': one product-day, as Hive partitions."""
+    return f"exchange={exchange}/product_id={product_id}/date={date}"
+
+
+def parse_partition(path: str) -> tuple[str, str, str] | None:
+    """(exchange, product_id, date) from 'exchange=../product_id=../date=..', or None."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 3:
+        return None
+    out = []
+    for want, part in zip(("exchange", "product_id", "date"), parts):
+        name, sep, value = part.partition("=")
+        if name != want or not sep or not value:
+            return None
+        out.append(value)
+    return out[0], out[1], out[2]
+
+
+def curated_prefix(exchange: str | None = None, product_id: str | None = None) -> str:
+    key = CURATED
+    if exchange:
+        key += f"exchange={exchange}/"
+        if product_id:
+            key += f"product_id={product_id}/"
+    return key
+
+
+def curated_key(exchange: str, product_id: str, date: str, raw_key: str) -> str:
+    """File name derived from the raw key: re-transforming an object rewrites the same files."""
+    return f"{CURATED}{partition(exchange, product_id, date)}/{raw_name(raw_key)}.parquet"
+
+
+def parse_table_file(key: str) -> tuple[str, str, tuple[str, str, str]] | None:
+    """(base, partition path, (exchange, product_id, date)) for a key under curated/ or compacted/."""
+    for base in (CURATED, COMPACTED):
+        if key.startswith(base):
+            rest = key[len(base):]
+            path, _, _name = rest.rpartition("/")
+            parsed = parse_partition(path)
+            return (base, path, parsed) if parsed else None
+    return None
+
+
+def compacted_key(partition_path: str, name: str) -> str:
+    return f"{COMPACTED}{partition_path}/{name}"
+
+
+def manifest_key(partition_path: str) -> str:
+    return f"{COMPACTED}{partition_path}/{MANIFEST}"

@@ -1,0 +1,153 @@
+"""The raw object format, written and read here only.
+
+A raw object is gzip(JSONL): one header line, then one trade per line exactly
+as the exchange sent it (duplicates included: raw is the tape). The header
+says which cursor range (start, end] the object covers, how many lines follow
+and which trade ids they span, so a reader can check the object against
+itself. An object with no trades (an empty cursor range) is a header alone:
+it still marks the chain's step from start to end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemahub.errors import DamagedObject
+
+FORMAT = "schemahub.raw/1"
+GZIP_LEVEL = 1  # raw JSONL compresses ~8x even at level 1; higher levels cost CPU on the hot path
+
+_REQUIRED = ("format", "exchange", "product_id", "symbol", "cursor_start", "cursor_end", "count", "fetched_at")
+
+
+@dataclass(frozen=True)
+class RawHeader:
+    """A raw object's header line, typed."""
+
+    exchange: str
+    product_id: str
+    symbol: str
+    start: int
+    end: int
+    count: int
+    fetched_at: datetime
+    min_id: int | None = None
+    max_id: int | None = None
+    base: str | None = None
+    quote: str | None = None
+    doc: dict | None = None  # everything the header line held (requests, source file, ...)
+
+    @property
+    def base_asset(self) -> str:
+        return self.base or self.product_id.partition("-")[0]
+
+    @property
+    def quote_asset(self) -> str:
+        return self.quote or self.product_id.partition("-")[2]
+
+
+def make_header(*, exchange: str, product_id: str, symbol: str, start: int, end: int, count: int,
+                min_id: int | None, max_id: int | None, fetched_at: str, requests: list[str],
+                base: str | None = None, quote: str | None = None, **extra) -> dict:
+    """The header document of a new raw object (fetched_at is ISO-8601 UTC)."""
+    doc = {
+        "format": FORMAT, "exchange": exchange, "product_id": product_id, "symbol": symbol,
+        "cursor_start": str(start), "cursor_end": str(end), "count": count,
+        "min_id": min_id, "max_id": max_id, "fetched_at": fetched_at, "requests": requests,
+    }
+    if base is not None:
+        doc["base"], doc["quote"] = base, quote
+    doc.update(extra)
+    return doc
+
+
+def encode(header: dict, lines: list[bytes]) -> bytes:
+    """gzip(header line + one verbatim trade per line); deterministic bytes (mtime=0)."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    body = b"\n".join([head, *lines]) + b"\n"
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def _parse_header(line: bytes, key: str) -> RawHeader:
+    try:
+        doc = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise DamagedObject(key, "line 1 is not a JSON header (not a schemahub raw object?)") from None
+    if not isinstance(doc, dict):
+        raise DamagedObject(key, "line 1 is not a JSON object header")
+    missing = [f for f in _REQUIRED if f not in doc]
+    if missing:
+        raise DamagedObject(key, f"header lacks {', '.join(missing)}")
+    if doc["format"] != FORMAT:
+        raise DamagedObject(key, f"unknown raw format {doc['format']!r} (expected {FORMAT})")
+    try:
+        start, end, count = int(doc["cursor_start"]), int(doc["cursor_end"]), int(doc["count"])
+        fetched = datetime.fromisoformat(str(doc["fetched_at"]).replace("Z", "+00:00"))
+        min_id = None if doc.get("min_id") is None else int(doc["min_id"])
+        max_id = None if doc.get("max_id") is None else int(doc["max_id"])
+    except (TypeError, ValueError) as e:
+        raise DamagedObject(key, f"header has a bad value: {e}") from None
+    if end < start:
+        raise DamagedObject(key, f"header range ({start}, {end}] ends before it starts")
+    if count < 0 or (min_id is not None and max_id is not None and min_id > max_id):
+        raise DamagedObject(key, f"header is inconsistent (count {count}, ids {min_id}..{max_id})")
+    return RawHeader(str(doc["exchange"]), str(doc["product_id"]), str(doc["symbol"]), start, end, count, fetched,
+                     min_id, max_id, doc.get("base"), doc.get("quote"), doc)
+
+
+def _gunzip(data: bytes, key: str) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DamagedObject(key, f"not a complete gzip object ({type(e).__name__}: {e}); {len(data)} bytes") from None
+
+
+def split(data: bytes, key: str) -> tuple[RawHeader, bytes]:
+    """(header, the trade lines as one buffer ending in '\\n' or empty), checked against the header's count."""
+    text = _gunzip(data, key)
+    head, nl, rest = text.partition(b"\n")
+    header = _parse_header(head, key)
+    if not nl:
+        raise DamagedObject(key, "no line break after the header (truncated?)")
+    if rest and not rest.endswith(b"\n"):
+        raise DamagedObject(key, "the last line is not terminated (truncated?)")
+    n = rest.count(b"\n")
+    if n != header.count:
+        raise DamagedObject(key, f"holds {n} trade line(s) but its header says {header.count}")
+    return header, rest
+
+
+def decode(data: bytes, key: str) -> tuple[RawHeader, list[bytes]]:
+    """(header, verbatim trade lines), checked against the header's count."""
+    header, rest = split(data, key)
+    lines = rest.split(b"\n")
+    lines.pop()  # the empty string after the last '\n'
+    return header, lines
+
+
+def read_header(data: bytes, key: str) -> RawHeader:
+    """Decode only as much of the object as the header line needs."""
+    d = zlib.decompressobj(wbits=31)
+    buf = b""
+    try:
+        for i in range(0, len(data), 4096):
+            buf += d.decompress(data[i : i + 4096])
+            if b"\n" in buf:
+                break
+    except zlib.error as e:
+        raise DamagedObject(key, f"not a gzip object ({e})") from None
+    if b"\n" not in buf:
+        raise DamagedObject(key, "no complete header line (truncated or empty)")
+    return _parse_header(buf.partition(b"\n")[0], key)
+
+
+def check_ids(header: RawHeader, key: str, lo: int | None, hi: int | None) -> None:
+    """Raise DamagedObject unless the trade ids found (lo..hi) are the header's min_id..max_id."""
+    if header.min_id is None and header.max_id is None:
+        return
+    if (lo, hi) != (header.min_id, header.max_id):
+        raise DamagedObject(key, f"trade ids {lo}..{hi} differ from the header's {header.min_id}..{header.max_id}")
