@@ -152,23 +152,27 @@ class Interpreter:
     # -------------------------------------------------------------- states
     def _task(self, name, s, doc, ctx):
         arn = s["Resource"]
-        if arn.startswith("arn:aws:states:::lambda:invoke"):
-            fn = s["Parameters"]["FunctionName"]
-            payload = self._params(s["Parameters"].get("Payload", {}), doc, ctx)
-        else:
-            fn = arn
-            payload = self._params(s["Parameters"], doc, ctx) if "Parameters" in s else doc
+        fn = s["Parameters"]["FunctionName"] if arn.startswith("arn:aws:states:::lambda:invoke") else arn
         d = decide(self.role, "lambda:InvokeFunction", fn)
         if not d.allowed:
             raise StatesError("Lambda.AWSLambdaException", f"states role may not invoke {fn}: {d.reason}")
         retries = {i: 0 for i in range(len(s.get("Retry", [])))}
         while True:
+            # Charge the worst case up front, so that whatever the handler decides at its end, it decides
+            # seeing the time its invocation may have taken (its full function or task timeout).
+            worst = min(float(self.timeouts[fn]), float(s.get("TimeoutSeconds") or 1e9))
+            ctx["clock"].charged += worst
+            if fn != arn:
+                payload = self._params(s["Parameters"].get("Payload", {}), doc, ctx)
+            else:
+                payload = self._params(s["Parameters"], doc, ctx) if "Parameters" in s else doc
             ctx["tasks"].append((name, payload))
             t_real = time.monotonic()
             result, error = self.invoke(fn, payload)
             real = time.monotonic() - t_real
-            worst = min(float(self.timeouts[fn]), float(s.get("TimeoutSeconds") or 1e9))
-            ctx["clock"].charged += max(real, worst)  # worst case: the full function (or task) timeout
+            if error is not None and error["errorType"].startswith("Lambda."):
+                ctx["clock"].charged -= worst  # an invoke error (throttle, service error): the function did not run
+            ctx["clock"].charged += max(0.0, real - worst)
             if ctx.get("limit") is not None and ctx["clock"].now() > ctx["limit"]:
                 raise ChildTimedOut(f"{name} ran past the Express limit at {ctx['clock'].now():.0f}s")
             if error is None:
@@ -176,7 +180,7 @@ class Interpreter:
             err = StatesError(error["errorType"], error.get("errorMessage", ""))
             for i, r in enumerate(s.get("Retry", [])):
                 if _matches(r["ErrorEquals"], err.error):
-                    if retries[i] + 1 >= r.get("MaxAttempts", 3):
+                    if retries[i] >= r.get("MaxAttempts", 3):  # MaxAttempts counts retries
                         raise err
                     wait = r.get("IntervalSeconds", 1) * r.get("BackoffRate", 2.0) ** retries[i]
                     wait = min(wait, r.get("MaxDelaySeconds", wait))
@@ -267,4 +271,7 @@ class Interpreter:
 
 
 def _matches(errors: list[str], error: str) -> bool:
-    return "States.ALL" in errors or error in errors or (error == "States.Timeout" and "States.Timeout" in errors)
+    # States.ALL matches every error but States.Runtime and States.DataLimitExceeded (AWS: "Error names").
+    if error in errors:
+        return True
+    return "States.ALL" in errors and error not in ("States.Runtime", "States.DataLimitExceeded")
