@@ -98,7 +98,8 @@ class World:
                 if (ex, pid) == UNSERVED:
                     continue
                 k += 1
-                books.append(Book(pid, first_id=k * 1_000_000, initial=2_000, interval_us=5_000_000, seed=k, t0=t0))
+                n = 6_000 if (ex, pid) == ("coinbase", "BTC-USD") else 2_000  # a backlog of 6 pages for the slow one
+                books.append(Book(pid, first_id=k * 1_000_000, initial=n, interval_us=5_000_000, seed=k, t0=t0))
             self.books[ex] = books
             sim = SIMS[ex](books)
             self.sims[ex] = sim
