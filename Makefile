@@ -32,12 +32,16 @@ $(LAYERS_STAMP): requirements.txt cdk_app/package.py | $(STAMP)
 
 layers: $(LAYERS_STAMP)
 
+# CDK_DEFAULT_REGION (or AWS_REGION) names the target region: synth warns for a region that a seeded
+# exchange geo-blocks (Binance refuses US IPs).
 synth: install layers
-	CDK_OUTDIR=cdk.out $(BIN)/python cdk_app/app.py
+	CDK_OUTDIR=cdk.out CDK_DEFAULT_REGION=$${CDK_DEFAULT_REGION:-$$AWS_REGION} $(BIN)/python cdk_app/app.py
 	@echo "template: cdk.out/Schemahub.template.json"
 
+# Non-interactive (CI, scripts): no approval prompt. The first deploy pins first_date in cdk.json.
 deploy: install layers
-	npx --yes $(CDK_CLI) deploy Schemahub
+	$(BIN)/python cdk_app/app.py pin-first-date
+	npx --yes $(CDK_CLI) deploy Schemahub --require-approval never $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL))
 
 test: install $(NODE_STAMP) $(LAYERS_STAMP)
 	$(BIN)/ruff check --select F functions tests bench cdk_app

@@ -81,6 +81,20 @@ class ExchangeBanned(SourceError):
         self.retry_after_s = retry_after_s
 
 
+class GeoBlocked(ExchangeBanned):
+    """The exchange refuses this IP's country (Binance: HTTP 451 to US addresses, AWS regions included).
+
+    Not a rate limit and not worth a retry: recorded like a ban, for a day, so no run keeps knocking.
+    """
+
+    PHRASE = "refuses requests from this IP's location"
+    BLOCK_S = 24 * 3600.0
+
+    def __init__(self, exchange: str, status: int) -> None:
+        super().__init__(f"{exchange} {self.PHRASE} (HTTP {status}); deploy in a region it serves (see README)",
+                         retry_after_s=self.BLOCK_S)
+
+
 class DeadlineReached(SchemahubError):
     """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
 
