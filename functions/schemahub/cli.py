@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
 
     p = argparse.ArgumentParser(prog="schemahub", description="Exact, gap-free crypto trades in one table.")
+    from schemahub import __version__
+
+    p.add_argument("--version", action="version", version=f"schemahub {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("update-seed", parents=[common], help="build the product list from the exchange's listing")
