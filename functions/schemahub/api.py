@@ -75,6 +75,7 @@ class Lake:
             from schemahub.query import connect
 
             con = connect(self.store)
+            con.execute("SET enable_progress_bar = false")  # DuckDB would draw it on stdout, inside the results
             register(con)
             self._con = con
         return self._con
@@ -85,7 +86,7 @@ class Lake:
         return self
 
     def sql(self, query: str, params: Any = None):
-        """A DuckDB relation for SQL over `trades` and `candles('1m', exchange := .., product_id := .., start := ..,
+        """A DuckDB relation for SQL over `trades` and `candles('1m', ex := .., product := .., start := ..,
         stop := ..)`; `.arrow()`, `.fetchall()`, `.df()` and `.pl()` read it."""
         import duckdb
 

@@ -44,19 +44,20 @@ _STEP = "CASE interval " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in INTERVALS
 
 _ORDER = "p.trade_time, TRY_CAST(p.trade_id AS HUGEINT) NULLS LAST, p.trade_id"
 
-# Macro parameters shadow column names inside the body, so every column is qualified.
+# The body qualifies every column, and no parameter is named like a column: parameters shadow columns, and DuckDB
+# rejects the clash outright when `trades` is a view over a registered Arrow table (an empty or S3 lake).
 MACRO = f"""
-CREATE OR REPLACE MACRO candles(interval, exchange := NULL, product_id := NULL, start := NULL, stop := NULL) AS TABLE
+CREATE OR REPLACE MACRO candles(interval, ex := NULL, product := NULL, start := NULL, stop := NULL) AS TABLE
 WITH picked AS (
-  SELECT t.exchange AS ex, t.product_id AS pid, t.trade_id, t.price, t.size, t.side, t.trade_time
+  SELECT t.exchange AS c_ex, t.product_id AS c_pid, t.trade_id, t.price, t.size, t.side, t.trade_time
   FROM trades t
-  WHERE (exchange IS NULL OR t.exchange = exchange) AND (product_id IS NULL OR t.product_id = product_id)
+  WHERE (ex IS NULL OR t.exchange = ex) AND (product IS NULL OR t.product_id = product)
 ),
 cover AS (
-  SELECT c.ex, c.pid, min(c.trade_time) AS lo, max(c.trade_time) AS hi FROM picked c GROUP BY c.ex, c.pid
+  SELECT c.c_ex, c.c_pid, min(c.trade_time) AS lo, max(c.trade_time) AS hi FROM picked c GROUP BY c.c_ex, c.c_pid
 ),
 bars AS (
-  SELECT p.ex, p.pid, epoch_us(p.trade_time) // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b,
+  SELECT p.c_ex, p.c_pid, epoch_us(p.trade_time) // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b,
          first(p.price ORDER BY {_ORDER}) AS open, max(p.price) AS high, min(p.price) AS low,
          last(p.price ORDER BY {_ORDER}) AS close,
          sum(p.size) AS volume, sum(p.price * p.size) AS quote_volume, count(*) AS trades,
@@ -65,13 +66,13 @@ bars AS (
   FROM picked p
   WHERE (start IS NULL OR p.trade_time >= CAST(start AS TIMESTAMPTZ))
     AND (stop IS NULL OR p.trade_time < CAST(stop AS TIMESTAMPTZ))
-  GROUP BY p.ex, p.pid, b
+  GROUP BY p.c_ex, p.c_pid, b
 )
-SELECT bars.ex AS exchange, bars.pid AS product_id, make_timestamptz(bars.b) AS interval_start,
+SELECT bars.c_ex AS exchange, bars.c_pid AS product_id, make_timestamptz(bars.b) AS interval_start,
        bars.open, bars.high, bars.low, bars.close, bars.volume, bars.quote_volume, bars.trades,
        CAST(bars.buy_volume AS DECIMAL(38, 12)) AS buy_volume, CAST(bars.sell_volume AS DECIMAL(38, 12)) AS sell_volume,
        (cover.lo < make_timestamptz(bars.b) AND make_timestamptz(bars.b + ({_STEP})::BIGINT) <= cover.hi) AS complete
-FROM bars JOIN cover ON cover.ex = bars.ex AND cover.pid = bars.pid
+FROM bars JOIN cover ON cover.c_ex = bars.c_ex AND cover.c_pid = bars.c_pid
 ORDER BY 1, 2, 3
 """
 
@@ -85,7 +86,8 @@ def interval_us(interval: str) -> int:
 
 
 def register(con) -> None:
-    """Add the `candles(interval, exchange := .., product_id := .., start := .., stop := ..)` table macro."""
+    """Add the `candles(interval, ex := .., product := .., start := .., stop := ..)` table macro (product: the
+    unified id; start inclusive, stop exclusive)."""
     con.execute(MACRO)
 
 
@@ -94,7 +96,7 @@ def candles_sql(interval: str, *, exchange: str | None = None, product_id: str |
     """A SELECT over the macro with its arguments as SQL literals (partition pruning sees constants)."""
     interval_us(interval)
     args = [_lit(interval)] + [f"{name} := {_lit(value)}" for name, value in
-                               (("exchange", exchange), ("product_id", product_id), ("start", start), ("stop", stop))
+                               (("ex", exchange), ("product", product_id), ("start", start), ("stop", stop))
                                if value is not None]
     return f"SELECT * FROM candles({', '.join(args)})"
 

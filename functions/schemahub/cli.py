@@ -226,19 +226,61 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
+# ------------------------------------------------------------------ query, export, candles (schemahub.output streams)
+
 def cmd_query(args) -> int:
-    import duckdb
+    """SQL over `trades` (and the candles macro), streamed in record batches: constant memory for any result."""
+    from schemahub.api import Lake
+    from schemahub.output import query_batches, write
 
-    from schemahub.query import connect
-    from schemahub.store import open_store
-
-    con = connect(open_store(args.storage))
-    try:
-        cur = con.execute(args.sql)
-    except duckdb.Error as e:
-        raise SchemahubError(f"query failed: {str(e).splitlines()[0]}") from None
-    _print_rows([d[0] for d in cur.description], cur.fetchall(), args.format)
+    write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), args.format)
     return 0
+
+
+def cmd_export(args) -> int:
+    from schemahub.api import Lake
+    from schemahub.output import format_for, query_batches, write
+
+    fmt = format_for(args.output, args.format)
+    n = write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), fmt, args.output)
+    print(f"wrote {n:,} rows to {args.output} ({fmt})")
+    return 0
+
+
+def cmd_candles(args) -> int:
+    from schemahub.api import Lake
+    from schemahub.output import write
+
+    lake = Lake(args.storage, mappings=args.mappings)
+    bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
+    write(bars.to_reader(), args.format, args.output)
+    return 0
+
+
+def _query_commands(sub, common) -> None:
+    from schemahub.candles import INTERVALS
+    from schemahub.output import FORMATS
+
+    s = sub.add_parser("query", parents=[common], help="run SQL over the `trades` view and `candles(...)` (DuckDB)")
+    s.add_argument("sql")
+    s.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv, json, parquet (piped)")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("export", parents=[common], help="write a query's result to a Parquet, CSV or JSON file, streamed")
+    s.add_argument("sql")
+    s.add_argument("--output", "-o", required=True, help="FILE.parquet, FILE.csv or FILE.json")
+    s.add_argument("--format", choices=FORMATS[1:], help="override the format the file name implies")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("candles", parents=[common], help="OHLCV bars of one product (or all), exact decimals")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="unified product id (BTC-USD) or the exchange's symbol")
+    s.add_argument("--interval", choices=list(INTERVALS), default="1m")
+    s.add_argument("--start", help="first trade time, inclusive (ISO-8601 date or time, UTC)")
+    s.add_argument("--end", help="end, exclusive (ISO-8601 date or time, UTC)")
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.set_defaults(func=cmd_candles)
 
 
 def cmd_stats(args) -> int:
@@ -377,10 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seconds", type=float, help="stop after this long; the rest is done next run")
     s.set_defaults(func=cmd_transform)
 
-    s = sub.add_parser("query", parents=[common], help="run SQL over the `trades` view (DuckDB)")
-    s.add_argument("sql")
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.set_defaults(func=cmd_query)
+    _query_commands(sub, common)
 
     s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
