@@ -34,7 +34,7 @@ STATS = pa.schema([
     ("exchange", pa.string()), ("product_id", pa.string()), ("rows", pa.int64()),
     ("first_trade", TIMESTAMP), ("last_trade", TIMESTAMP), ("freshness_s", pa.float64()),
     ("raw_bytes", pa.int64()), ("curated_bytes", pa.int64()), ("compacted_bytes", pa.int64()),
-    ("curated_to_raw", pa.float64()), ("bytes_per_trade", pa.float64()),
+    ("curated_to_raw", pa.float64()), ("bytes_per_trade", pa.float64()), ("quarantined_rows", pa.int64()),
 ])
 
 
@@ -122,10 +122,16 @@ class Lake:
         return self._table(candles_sql(interval, exchange=ex, product_id=pid, start=lo, stop=hi), CANDLES)
 
     def stats(self) -> pa.Table:
-        """One row per exchange and product: rows, first/last trade, freshness and bytes (schemahub.query.stats)."""
+        """One row per exchange and product: rows, first/last trade, freshness, bytes (schemahub.query.stats) and
+        the rows set aside in quarantine/."""
         from schemahub.query import stats
 
         rows = stats(self.store)
+        bad = quarantined_rows(self.store)
+        seen = {(r["exchange"], r["product_id"]) for r in rows}
+        rows += [{"exchange": ex, "product_id": pid, "rows": 0} for ex, pid in sorted(set(bad) - seen)]
+        for r in rows:
+            r["quarantined_rows"] = bad.get((r["exchange"], r["product_id"]), 0)
         extra = [k for r in rows for k in r if k not in STATS.names]
         schema = STATS
         for name in dict.fromkeys(extra):
@@ -162,6 +168,58 @@ class Lake:
 
     def _distinct(self, column: str) -> set[str]:
         return {r[0] for r in self.connection.execute(f"SELECT DISTINCT {column} FROM trades").fetchall()}
+
+
+def quarantined_rows(store) -> dict[tuple[str, str], int]:
+    """Rows set aside in quarantine/, per exchange and product (one JSON line per row; such objects are rare)."""
+    from schemahub.layout import QUARANTINE, raw_key_of_quarantine
+
+    out: dict[tuple[str, str], int] = {}
+    for info in store.list(QUARANTINE):
+        raw = raw_key_of_quarantine(info.key)
+        if raw is None:
+            continue
+        data = store.get(info.key).data
+        n = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+        out[(raw.exchange, raw.product_id)] = out.get((raw.exchange, raw.product_id), 0) + n
+    return out
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB' (binary units, 3 significant digits)."""
+    if n is None:
+        return ""
+    size, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(size) < 1024 or unit == "PiB":
+            break
+        size /= 1024
+    return f"{n} B" if unit == "B" else f"{size:.3g} {unit}" if size < 100 else f"{size:.0f} {unit}"
+
+
+def stats_for_people(table: pa.Table) -> pa.Table:
+    """Lake.stats() as the `stats` table prints it: sizes human-readable, then a totals row."""
+    rows = table.to_pylist()
+    total: dict = {"exchange": "total", "product_id": f"{len(rows)} products"}
+    for col in ("rows", "raw_bytes", "curated_bytes", "compacted_bytes", "quarantined_rows"):
+        total[col] = sum(r.get(col) or 0 for r in rows)
+    firsts = [r["first_trade"] for r in rows if r.get("first_trade")]
+    lasts = [r["last_trade"] for r in rows if r.get("last_trade")]
+    total["first_trade"], total["last_trade"] = (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+    total["curated_to_raw"] = round(total["curated_bytes"] / total["raw_bytes"], 3) if total["raw_bytes"] else None
+    total["bytes_per_trade"] = round(total["curated_bytes"] / total["rows"], 2) if total["rows"] else None
+    out = []
+    for row in [*rows, total]:
+        shown = dict(row)
+        for col in ("raw_bytes", "curated_bytes", "compacted_bytes"):
+            shown[col] = human_bytes(row.get(col))
+        out.append(shown)
+    names = table.schema.names
+    from schemahub.output import RIGHT
+
+    schema = pa.schema([pa.field(n, pa.string(), metadata=RIGHT) if n.endswith("_bytes") else table.schema.field(n)
+                        for n in names])
+    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in out], schema=schema)
 
 
 def _when(value, name: str) -> datetime | None:

@@ -217,12 +217,16 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
         w.writerow(columns)
         w.writerows(rows)
     else:
-        cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+        from schemahub.output import plain_decimal
+
+        cells = [[("" if v is None else plain_decimal(v) if isinstance(v, Decimal) else str(v)) for v in r] for r in rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        right = [bool(rows) and all(isinstance(r[i], int | float | Decimal) and not isinstance(r[i], bool)
+                                    for r in rows if r[i] is not None) for i in range(len(columns))]
+        print("  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(columns, widths, right)).rstrip())
         print("  ".join("-" * w for w in widths))
         for r in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+            print("  ".join(v.rjust(w) if a else v.ljust(w) for v, w, a in zip(r, widths, right)).rstrip())
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
@@ -284,14 +288,12 @@ def _query_commands(sub, common) -> None:
 
 
 def cmd_stats(args) -> int:
-    from schemahub.query import stats
-    from schemahub.store import open_store
+    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact)."""
+    from schemahub.api import Lake, stats_for_people
+    from schemahub.output import write
 
-    out = stats(open_store(args.storage))
-    cols = ["exchange", "product_id", "rows", "first_trade", "last_trade", "freshness_s", "raw_bytes", "curated_bytes",
-            "compacted_bytes",
-            "curated_to_raw", "bytes_per_trade"]
-    _print_rows(cols, [tuple(r.get(c) for c in cols) for r in out], args.format)
+    table = Lake(args.storage, mappings=args.mappings).stats()
+    write((stats_for_people(table) if args.format == "table" else table).to_reader(), args.format)
     return 0
 
 

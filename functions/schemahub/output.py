@@ -14,6 +14,7 @@ interrupted export never leaves a half file under the name asked for.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -88,21 +89,37 @@ def format_for(path: str, fmt: str | None = None) -> str:
 
 
 def write(reader, fmt: str, output: str | None = None) -> int:
-    """Write every batch in `fmt` to the file `output` (atomically) or to stdout; returns the number of rows."""
+    """Write every batch in `fmt` to the file `output` (atomically) or to stdout; returns the number of rows.
+
+    A reader that goes away (`schemahub query ... | head`) ends the output quietly: exit 0, no error line."""
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         raise UsageError("--format parquet writes binary: pass --output FILE.parquet (or pipe it)")
     if output is None:
-        binary = getattr(sys.stdout, "buffer", None)
-        if fmt in ("parquet", "csv") and binary is not None:
-            sys.stdout.flush()
-            n = _WRITERS[fmt](reader, binary)
-            binary.flush()
-            return n
-        if fmt in ("parquet", "csv"):  # a text-only stdout (captured): bytes go through a small adapter
-            return _WRITERS[fmt](reader, _TextSink(sys.stdout))
-        return _WRITERS[fmt](reader, sys.stdout)
+        try:
+            return _to_stdout(reader, fmt)
+        except OSError as e:  # BrokenPipeError, or Arrow's IOError carrying EPIPE from its CSV/Parquet writer
+            if not (isinstance(e, BrokenPipeError) or getattr(e, "errno", None) == errno.EPIPE
+                    or "Broken pipe" in str(e)):
+                raise
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush must not fail again
+            raise SystemExit(0) from None
     with _atomic(output, binary=fmt in ("parquet", "csv")) as f:
         return _WRITERS[fmt](reader, f)
+
+
+def _to_stdout(reader, fmt: str) -> int:
+    binary = getattr(sys.stdout, "buffer", None)
+    if fmt in ("parquet", "csv") and binary is not None:
+        sys.stdout.flush()
+        n = _WRITERS[fmt](reader, binary)
+        binary.flush()
+        return n
+    if fmt in ("parquet", "csv"):  # a text-only stdout (captured): bytes go through a small adapter
+        return _WRITERS[fmt](reader, _TextSink(sys.stdout))
+    n = _WRITERS[fmt](reader, sys.stdout)
+    sys.stdout.flush()
+    return n
 
 
 class _TextSink:
@@ -234,13 +251,19 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+#: Field metadata that right-aligns a text column in tables (sizes such as "2.65 MiB").
+RIGHT = {b"align": b"right"}
+
+
+def _right(f: pa.Field) -> bool:
+    t = f.type
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+            or (f.metadata or {}).get(b"align") == b"right")
 
 
 def _table(reader, out) -> int:
     names = reader.schema.names
-    right = [_numeric(f.type) for f in reader.schema]
+    right = [_right(f) for f in reader.schema]
     widths: list[int] | None = None
     n = 0
 
