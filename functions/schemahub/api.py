@@ -56,8 +56,10 @@ class Lake:
         where = os.fspath(location) if location is not None else None
         where = where or os.environ.get("SCHEMAHUB_STORAGE") or DEFAULT_STORAGE
         if not where.startswith("s3://") and not os.path.isdir(where):
-            raise UsageError(f"schemahub.open({where!r}): no such folder (the demo writes ./demo-data; "
-                             "`schemahub ingest --storage PATH` creates one)")
+            hint = ("did you mean demo-data (--storage demo-data)? " if os.path.isdir("demo-data")
+                    and os.path.abspath(where) != os.path.abspath("demo-data") else "")
+            raise UsageError(f"storage {where!r}: no such folder; {hint}`schemahub demo` writes ./demo-data, "
+                             "`schemahub ingest --storage PATH` writes PATH")
         self.store = open_store(where)
         self.location = where
         self.mappings = mappings

@@ -101,3 +101,13 @@ def test_a_closed_pipe_ends_the_output_silently(lake, args):
         err = p.stderr.read().decode()
         code = p.wait(timeout=120)
     assert (code, err) == (0, "")
+
+
+def test_a_missing_storage_folder_is_an_error_with_a_hint(tmp_path):
+    """The default is ./data and the demo writes ./demo-data: a query there must not read as an empty table."""
+    (tmp_path / "demo-data").mkdir()
+    r = _cli("query", "SELECT count(*) FROM trades", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "storage './data': no such folder; did you mean demo-data (--storage demo-data)?" in r.stderr
+    with pytest.raises(schemahub.errors.UsageError, match="no such folder"):
+        schemahub.open(str(tmp_path / "nope"))
