@@ -20,6 +20,10 @@ class ConfigError(SchemahubError):
     """A mapping or setting is invalid; the message names file, line and key."""
 
 
+class QueryError(UsageError):
+    """SQL the engine rejected (syntax, unknown column, bad cast); the message is the engine's first line."""
+
+
 # ------------------------------------------------------------------ storage
 
 class StoreError(SchemahubError):

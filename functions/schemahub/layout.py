@@ -123,6 +123,13 @@ def quarantine_key(raw_key: str) -> str:
     return QUARANTINE + raw_key.removeprefix(RAW).removesuffix(".gz")
 
 
+def raw_key_of_quarantine(key: str) -> RawKey | None:
+    """The raw object a quarantine object was set aside from (None for a stray key under quarantine/)."""
+    if not key.startswith(QUARANTINE):
+        return None
+    return parse_raw_key(RAW + key.removeprefix(QUARANTINE) + ".gz")
+
+
 # ------------------------------------------------------------------ table files
 
 def partition(exchange: str, product_id: str, date: str) -> str:
