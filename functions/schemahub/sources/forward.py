@@ -39,8 +39,13 @@ class IdForwardSource(Source):
     def start_cursor(self, symbol: str, since: datetime, head: int, deadline: float | None = None) -> int:
         s = self.p.start
         q = {**s.query, s.time_param: str(to_units(since, s.time_unit)), s.limit_param: "1"}
-        page, _ = self.get_records(s.path, q, tuple(s.records_path), symbol, deadline)
-        if not page.records:
+        for attempt in range(self.p.empty_retries + 1):
+            page, _ = self.get_records(s.path, q, tuple(s.records_path), symbol, deadline)
+            if page.records:
+                break
+            if attempt < self.p.empty_retries:  # an empty answer is asked again before it is believed
+                self.empty_pause(attempt, deadline)
+        else:
             return head  # nothing traded since then: start at the head
         try:
             first = int(page.records[0][s.first_id_field])
@@ -190,10 +195,16 @@ class CursorForwardSource(Source):
         gaps: list[tuple[int, int]] = []
         before: list[tuple[int, int]] | None = None  # the holes the previous answer showed
         tries = p.empty_retries + 2  # a hole is believed when a re-ask shows it again
-        for attempt in range(tries):
+        empties = asks = 0  # empty answers; re-asks for a hole or a misprinted cursor
+        while True:
             page, ids, resp = self.trades_page(symbol, params, deadline)
             requests.append(self.request_of(resp))
-            if not page.records:  # nothing after the cursor (Kraken's head is the clock): nothing moves
+            if not page.records:
+                if empties < p.empty_retries:  # an empty answer is asked again before it is believed
+                    self.empty_pause(empties, deadline)
+                    empties += 1
+                    continue
+                # Nothing after the cursor (the head is the clock, so this is a possible answer): nothing moves.
                 return Chunk(start=cursor, end=cursor, lines=[], request=requests[0], caught_up=True,
                              more_requests=requests[1:], warnings=warnings)
             end = self._next_cursor(page.doc)
@@ -215,11 +226,12 @@ class CursorForwardSource(Source):
             if disorder:
                 newest = max(self._time_units(page.records[i]) for i in keep)
             if end - newest > lead_max:  # a misprinted cursor would skip every trade before it, for good
-                if attempt + 1 < tries:
-                    self.empty_pause(attempt, deadline)
+                if asks + 1 < tries:
+                    self.empty_pause(asks, deadline)
+                    asks += 1
                     continue
                 raise SourceError(f"{self.exchange}: {symbol}: the next cursor {end} lies {(end - newest) * div / mul / 1e6:.0f} s "
-                                  f"past the newest trade of its page, again after {attempt} re-asks; not moving past {cursor}")
+                                  f"past the newest trade of its page, again after {asks} re-asks; not moving past {cursor}")
             holes: list[tuple[int, int]] = []
             if p.contiguous_ids and kept:
                 prev = seen if seen is not None else min(kept) - 1
@@ -229,7 +241,8 @@ class CursorForwardSource(Source):
                     prev = x
             if holes and holes != before:
                 before = holes
-                if attempt + 1 < tries:
+                if asks + 1 < tries:
+                    asks += 1
                     continue  # ask again from the same cursor: a hole is a gap only if it is there again
                 raise SourceError(f"{self.exchange}: {symbol}: pages from cursor {cursor} keep leaving out different "
                                   f"ids (now {holes[:3]}); not moving past {cursor}")

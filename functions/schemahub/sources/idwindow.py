@@ -41,7 +41,10 @@ class IdWindowSource(Source):
     def start_cursor(self, symbol: str, since: datetime, head: int, deadline: float | None = None) -> int:
         # Binary search for the last id whose trade is older than `since`: ~log2(head) requests.
         newest = self._at_or_below(symbol, head, deadline, retry_empty=True)
-        if newest is None or newest < since:
+        if newest is None:  # the head is a trade that exists: an exchange that will not show it is failing
+            raise SourceError(f"{self.exchange}: {symbol}: `{self.p.older_param}={head + 1}` returns no trades although "
+                              f"the newest is {head}; cannot find where --since starts. Try again later")
+        if newest < since:
             return head
         lo = self._search(symbol, since, head, deadline, retry_empty=False)
         # A transient empty answer in the search would have moved `lo` past trades at or after `since`. Times
