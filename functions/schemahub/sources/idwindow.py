@@ -243,8 +243,16 @@ class _Cover:
         return out
 
     def _exists_above(self, y: int) -> bool:
+        """Is there a trade above id y? Only a trade served proves it (a head, misprinted, would not)."""
         if any(i > y for i in self.got):
             return True
         if self.newest_known is None:
-            self.newest_known = self.src.head(self.symbol, self.deadline)
+            src = self.src
+            if y >= self.head:
+                self.newest_known = y
+            else:
+                _, ids, resp = src.trades_page(self.symbol, {src.p.newer_param: y, src.p.older_param: self.head + 1,
+                                                             src.p.limit_param: 1}, self.deadline)
+                self.requests.append(src.request_of(resp))
+                self.newest_known = max(ids) if ids else y
         return self.newest_known > y
