@@ -103,10 +103,19 @@ def test_empty_answers_forever_on_a_first_run_leave_no_checkpoint_at_the_head(tm
 def test_coinbase_a_transient_empty_answer_in_the_first_run_search_does_not_skip_the_start(tmp_path):
     """The --since search: an empty answer there would move the start past trades at or after --since."""
     b = book("coinbase", initial=2_500)
-    faults = FaultPlan(page_script=deque([None, None, None, "empty", "empty"]))
-    res, store, s, b, lo = _run(tmp_path, "coinbase", faults, b=b, first_run=True)
+    # The search halves (0, head]: find the first probe at or above the first trade, where an empty answer lies
+    # (the truth there is a trade at or after --since). Request 0 asks for the newest trade.
+    lo, hi, k = 0, b.head(), 0
+    while True:
+        k += 1
+        mid = (lo + hi) // 2
+        if mid >= b.first_id:
+            break
+        lo = mid
+    faults = FaultPlan(page_script=deque([None] * k + ["empty"]))
+    res, store, s, b, _ = _run(tmp_path, "coinbase", faults, b=b, first_run=True)
     got = _landed_to_head(store, s, b, None, res)
-    assert min(got) == b.first_id and len(got) == 2_500 and s.faults.served == {"empty": 2}
+    assert min(got) == b.first_id and len(got) == 2_500 and s.faults.served == {"empty": 1}
 
 
 @pytest.mark.parametrize("exchange", ["coinbase", "okx"])
