@@ -81,3 +81,32 @@ def assert_exactly_once(store, s: ExchangeSim, b: Book, lo: int, hi: int) -> dic
     for tid, line in got.items():
         assert line == s.render(b, tid), tid
     return got
+
+
+# ------------------------------------------------------------------ hostile pages
+# Paging kind of each exchange, and whether its ids are contiguous (mappings/exchanges/*.yaml).
+KIND = {"coinbase": "id_window_desc", "okx": "id_window_desc", "binance": "id_forward", "kraken": "cursor_forward"}
+ID_KINDS = [e for e in EXCHANGES if KIND[e] != "cursor_forward"]  # a head counted in ids (Kraken's is the clock)
+
+
+def steady_state(store, s: ExchangeSim, b: Book, after_id: int) -> int:
+    """A checkpoint as a scheduled run leaves it: everything up to trade after_id landed. Returns its cursor.
+
+    The hostile tests start from here so that the page faults they script hit the walk, not the first-run search.
+    """
+    from schemahub.landing import Checkpoint, Checkpoints
+
+    at = s.cursor_of(b, after_id)
+    Checkpoints(store).create(Checkpoint(s.exchange, b.product_id, at, at))
+    return at
+
+
+def raw_lines(store, s: ExchangeSim, product_id: str) -> list[tuple[str, dict, list[int]]]:
+    """(key, header, trade id of each line) for every raw object, duplicates and all."""
+    return [(key, header, [s.id_of(line) for line in lines]) for key, header, lines in iter_raw(store, s.exchange, product_id)]
+
+
+def paging_requests(s: ExchangeSim) -> list[str]:
+    """The requests that walked trades (a cursor or window in the query), in order."""
+    marks = {"coinbase": ("before=",), "okx": ("before=", "after="), "binance": ("fromId=",), "kraken": ("since=",)}[s.exchange]
+    return [r for r in s.requests if any(m in r for m in marks) and "aggTrades" not in r]

@@ -9,6 +9,7 @@ from the simulator's books, never from the code under test.
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import datetime, timezone
 
 import pytest
@@ -17,9 +18,24 @@ from schemahub.errors import ConfigError
 from schemahub.ingest import ingest, resolve_products
 from schemahub.landing import Checkpoints, IngestOptions, Lander, active_ban
 from schemahub.sim import FaultPlan
+from schemahub.sources.spec import load_exchange
 from schemahub.store.local import LocalStore
 from schemahub.transform import Transformer
-from tests.contract.harness import EXCHANGES, NATIVE, PRODUCT, SECOND, assert_exactly_once, book, sim, since_of, source
+from tests.contract.harness import (
+    EXCHANGES,
+    ID_KINDS,
+    NATIVE,
+    PRODUCT,
+    SECOND,
+    assert_exactly_once,
+    book,
+    paging_requests,
+    raw_lines,
+    sim,
+    since_of,
+    source,
+    steady_state,
+)
 from tests.transform.helpers import curated_rows
 
 
@@ -302,3 +318,143 @@ def test_kraken_pairs_without_wsname_are_named_from_legacy_codes():
     with sim("kraken", [book("kraken")], extra_products=[legacy]) as s:
         listed = {p.product_id: p.symbol for p in source("kraken", s.url).list_products()}
     assert listed == {"BTC-USD": "XBTUSD", "LTC-USD": "LTCUSD", "DOGE-EUR": "XDGEUR"}
+
+
+# ------------------------------------------------------------------ hostile pages, every exchange
+# The generic page checks (spec.PageChecks) against each exchange's simulator, with page faults served in that
+# exchange's own shape (sim.PAGE_FAULTS). Ground truth is the simulator's book: every trade whose cursor is in the
+# landed range, exactly once, and the range reaching the head; the counts of what was reported are exact.
+
+def _hostile(tmp_path, exchange, faults, *, initial=600, page_size=100, after=0, missing=(), retry=None):
+    b = book(exchange, initial=initial, missing=missing)
+    store = LocalStore(str(tmp_path))
+    with sim(exchange, [b], faults=faults) as s:
+        src = source(exchange, s.url, page_size=page_size, retry=retry)
+        p = _product(src, exchange)
+        lo = steady_state(store, s, b, b.first_id - 1 + after)
+        res = Lander(store, src).run(p, IngestOptions())
+    return res, store, s, b, lo
+
+
+def _all_landed(store, s, b, lo, res):
+    assert res.status == "ok" and not res.more_to_do, res
+    cp = Checkpoints(store).load(s.exchange, b.product_id)
+    assert (cp.lo, cp.hi) == (lo, s.cursor_of(b, b.head())), (cp, res)
+    return assert_exactly_once(store, s, b, cp.lo, cp.hi)
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_page_cap_below_the_limit_asked_for_still_lands_every_trade(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_cap=30))
+    _all_landed(store, s, b, lo, res)
+    assert res.missing_ids == 0 and res.trades == 600
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_one_transient_empty_answer_is_asked_again_and_loses_nothing(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_script=deque([None, None, "empty"])))
+    _all_landed(store, s, b, lo, res)
+    assert res.missing_ids == 0 and res.trades == 600 and s.faults.served == {"empty": 1}
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_empty_answers_forever_move_the_checkpoint_past_no_trade(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_rates={"empty": 1.0}))
+    cp = Checkpoints(store).load(exchange, b.product_id)
+    assert (cp.lo, cp.hi) == (lo, lo) and res.trades == 0, (cp, res)
+    assert not list(tmp_path.rglob("*.jsonl.gz")), "nothing may land"
+    asked = paging_requests(s)
+    n = load_exchange(exchange).source.trades.pagination.empty_retries
+    assert len(asked) >= 1 + n, f"an empty answer must be asked again {n} times before it is believed: {asked}"
+    if exchange == "kraken":
+        # Kraken's head is the clock: "no trades after the cursor" is a possible answer; believed after re-asks.
+        assert res.status == "ok", res
+    else:
+        assert res.status == "failed" and "no trades" in res.message, res
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_trade_printed_twice_in_a_page_reaches_raw_verbatim_with_a_truthful_header(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_script=deque([None, "dup"])))
+    assert res.status == "ok" and res.duplicates == 1, res
+    objects = raw_lines(store, s, b.product_id)
+    all_ids = [i for _, _, ids in objects for i in ids]
+    twice = {i for i in all_ids if all_ids.count(i) == 2}
+    assert len(twice) == 1 and len(all_ids) == 601 and set(all_ids) == set(s.expected_ids(b, lo, s.cursor_of(b, b.head())))
+    for key, header, ids in objects:
+        assert header["count"] == len(ids) and (header["min_id"], header["max_id"]) == (min(ids), max(ids)), key
+    (dup,) = twice
+    key, _, ids = next(o for o in objects if dup in o[2])
+    assert ids.count(dup) == 2, "the duplicate is kept in one object, as the page had it"
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_trades_from_the_page_before_or_below_the_cursor_are_reported_and_not_landed_twice(tmp_path, exchange):
+    # A page also carries the three trades below its cursor; a later one the last trade of its predecessor.
+    # (Kraken's first page of a run is its own case: tests/hostile/test_paging.py.)
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_script=deque([None, "below", "dup_across"])),
+                                    after=50)
+    _all_landed(store, s, b, lo, res)
+    assert res.ids_backwards == 4 and res.duplicates == 0, res
+    assert any("backwards" in w or "outside" in w for w in res.warnings), res.warnings
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_ids_out_of_order_in_a_page_are_reported(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_script=deque([None, "backwards"])))
+    _all_landed(store, s, b, lo, res)
+    assert res.ids_backwards == 1 and any("out of order" in w for w in res.warnings), res
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_ids_missing_from_the_middle_of_a_page_are_asked_for_again(tmp_path, exchange):
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(page_script=deque([None, "hole", None, "hole"])))
+    _all_landed(store, s, b, lo, res)
+    assert res.missing_ids == 0 and res.trades == 600 and s.faults.served == {"hole": 2}, res
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_ids_the_exchange_never_printed_are_gaps_only_once_it_confirms_them(tmp_path, exchange):
+    b0 = book(exchange).first_id
+    missing = {b0 + 150, b0 + 151, b0 + 152, b0 + 407}  # inside pages (all exchanges' ids are contiguous)
+    res, store, s, b, lo = _hostile(tmp_path, exchange, FaultPlan(), missing=missing)
+    got = _all_landed(store, s, b, lo, res)
+    assert len(got) == 596 and not set(got) & missing
+    assert res.missing_ids == 4, res
+    assert sum("missing, confirmed" in w for w in res.warnings) == 2, res.warnings
+
+
+@pytest.mark.parametrize("exchange", ID_KINDS)
+def test_a_misprinted_head_is_confirmed_before_it_is_used_and_no_later_trade_is_skipped(tmp_path, exchange):
+    import time as _time
+
+    b = book(exchange, initial=600)
+    store = LocalStore(str(tmp_path))
+    with sim(exchange, [b], faults=FaultPlan(head_script=deque(["misprint"]))) as s:
+        src = source(exchange, s.url, page_size=100)
+        p = _product(src, exchange)
+        lo = steady_state(store, s, b, b.first_id - 1)
+        res = Lander(store, src).run(p, IngestOptions(), deadline=_time.monotonic() + 20)
+        assert s.faults.served == {"head_misprint": 1}
+        _all_landed(store, s, b, lo, res)
+        assert any("asked again" in w for w in res.warnings), res.warnings
+        b.initial += 50  # trades after it land on the next run
+        res2 = Lander(store, src).run(p, IngestOptions(), deadline=_time.monotonic() + 20)
+    assert res2.trades == 50, res2
+    _all_landed(store, s, b, lo, res2)
+
+
+def test_kraken_a_misprinted_cursor_is_asked_again_and_no_later_trade_is_skipped(tmp_path):
+    b = book("kraken", initial=600)
+    store = LocalStore(str(tmp_path))
+    with sim("kraken", [b], faults=FaultPlan(page_script=deque([None, "misprint_cursor"]))) as s:
+        src = source("kraken", s.url, page_size=100)
+        p = _product(src, "kraken")
+        lo = steady_state(store, s, b, b.first_id - 1)
+        res = Lander(store, src).run(p, IngestOptions())
+        _all_landed(store, s, b, lo, res)
+        b.initial += 50
+        res2 = Lander(store, src).run(p, IngestOptions())
+    assert s.faults.served == {"misprint_cursor": 1}
+    assert res2.trades == 50, res2
+    _all_landed(store, s, b, lo, res2)

@@ -51,9 +51,15 @@ class ProductResult:
     head: int | None = None
     message: str = ""
     plan: dict = field(default_factory=dict)
+    # Page checks (sources/, see Chunk): ids the exchange confirmed missing, ids that went backwards, rows
+    # printed twice (kept verbatim in raw), and a line for each.
+    missing_ids: int = 0
+    ids_backwards: int = 0
+    duplicates: int = 0
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", [])}
 
 
 @dataclass
@@ -251,6 +257,8 @@ class Lander:
         if chunk.request:
             res.pages += 1
             requests.append(chunk.request)
+        if chunk.more_requests or chunk.warnings:  # page checks: re-asks, gaps, ids backwards (sources/base.py)
+            _page_checks(chunk, res, requests, self.exchange, product.product_id)
         lines += chunk.lines
         if chunk.min_id is not None:
             spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
@@ -336,6 +344,20 @@ class _Writer:
                     raise _ChainDiverged(f"{g.key} ends at {existing}, not {g.end}") from None
         end = g.end
         self.cp = lander.checkpoints.update(self.cp, lambda c: advance(c, end))
+
+
+def _page_checks(chunk: Chunk, res: ProductResult, requests: list[str], exchange: str, product_id: str) -> None:
+    """Add a chunk's further requests and page-check findings to the object's header and the product's result."""
+    res.pages += len(chunk.more_requests)
+    requests += chunk.more_requests
+    res.missing_ids += chunk.missing
+    res.ids_backwards += chunk.backwards
+    res.duplicates += chunk.duplicates
+    for w in chunk.warnings:
+        log.warning("%s", w)
+    res.warnings += chunk.warnings[: max(0, 100 - len(res.warnings))]  # a bounded sample; the counts are exact
+    if res.warnings and (not res.message or res.message.startswith("warning:")):
+        res.message = f"warning: {res.warnings[0]}" + (f" (+{len(res.warnings) - 1} more)" if len(res.warnings) > 1 else "")
 
 
 def _advance_hi(c: Checkpoint, end: int) -> Checkpoint | None:

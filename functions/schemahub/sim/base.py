@@ -57,6 +57,7 @@ class Book:
         start_us: int | None = None,
         t0: float | None = None,
         clock=time.time,
+        missing=(),
     ) -> None:
         self.product_id = product_id
         self.first_id = first_id
@@ -69,6 +70,24 @@ class Book:
         self.t0 = clock() if t0 is None else t0
         self.start_us = start_us if start_us is not None else int(self.t0 * 1e6) - initial * interval_us
         self.trade_bytes = lru_cache(maxsize=262_144)(self._trade_bytes)
+        # Ids the exchange never printed (a confirmed gap): no request ever serves them, and `truth` skips them.
+        self.missing = frozenset(missing)
+
+    def exists(self, i: int) -> bool:
+        return self.first_id <= i <= self.head() and i not in self.missing
+
+    def forward(self, start: int, limit: int) -> list[int]:
+        """Up to limit existing ids from start on, oldest first (up to the head)."""
+        head = self.head()
+        start = max(start, self.first_id)
+        if not self.missing:
+            return list(range(start, min(head, start + limit - 1) + 1))
+        out, i = [], start
+        while i <= head and len(out) < limit:
+            if i not in self.missing:
+                out.append(i)
+            i += 1
+        return out
 
     def head(self) -> int:
         live = int((self.clock() - self.t0) * self.live_per_s) if self.live_per_s else 0
@@ -107,7 +126,14 @@ class Book:
         bottom = self.first_id if lo_excl is None else max(self.first_id, lo_excl + 1)
         if top < bottom:
             return []
-        return list(range(top, max(bottom, top - limit + 1) - 1, -1))
+        if not self.missing:
+            return list(range(top, max(bottom, top - limit + 1) - 1, -1))
+        out, i = [], top
+        while i >= bottom and len(out) < limit:
+            if i not in self.missing:
+                out.append(i)
+            i -= 1
+        return out
 
 
 class FixedBook(Book):
@@ -120,6 +146,7 @@ class FixedBook(Book):
         self.first_id = min(trades)
         self._head = head if head is not None else max(trades)
         self.trade_bytes = trades.__getitem__
+        self.missing = frozenset()
         self.cursors = cursors or {}  # trade id -> cursor, where the cursor is not the id (Kraken)
         self.times = times or {}      # trade id -> time µs, for lookups by time
 
@@ -135,9 +162,32 @@ class FixedBook(Book):
     def ids(self, lo_excl, hi_excl, limit):
         return [i for i in super().ids(lo_excl, hi_excl, limit) if i in self.trades]
 
+    def exists(self, i: int) -> bool:
+        return i in self.trades and i <= self._head
+
+    def forward(self, start: int, limit: int) -> list[int]:
+        out = []
+        for i in range(max(start, self.first_id), self._head + 1):
+            if i in self.trades:
+                out.append(i)
+                if len(out) >= limit:
+                    break
+        return out
+
 
 FAULTS = ("429", "429_plain", "500", "502_html", "200_html", "slow", "truncated", "truncated_json", "drop",
           "418", "kraken_rate", "kraken_unavailable", "kraken_busy", "okx_busy")
+
+# Faults in what a well-formed page says (served with HTTP 200, in the exchange's own shape). They apply to the
+# paging requests (a cursor or window in the query), not to the head request, the listing or helper endpoints:
+#   empty        []: nothing, although the trades exist
+#   hole         ids missing from the middle of the page (this answer only)
+#   dup          one trade printed twice inside the page
+#   dup_across   the page also repeats the last trade of the page before it (the id just below the range)
+#   below        the page also holds the three trades below the range (ids going backwards past the cursor)
+#   backwards    two neighbouring trades swapped (ids out of order)
+#   misprint_cursor  Kraken: `last` a day ahead of the page's newest trade
+PAGE_FAULTS = ("empty", "hole", "dup", "dup_across", "below", "backwards", "misprint_cursor")
 
 
 @dataclass
@@ -150,11 +200,21 @@ class FaultPlan:
     retry_after_s: int = 1
     slow_s: float = 3.0
     served: dict[str, int] = field(default_factory=dict)
+    # Page-content faults (PAGE_FAULTS): by probability per paging request, or scripted for the next ones
+    # (None in a script serves that page as it should be).
+    page_rates: dict[str, float] = field(default_factory=dict)
+    page_script: deque = field(default_factory=deque)
+    page_cap: int | None = None  # serve at most this many trades per page, whatever limit is asked for
+    head_script: deque = field(default_factory=deque)  # "misprint": the next head answer's newest id is misprint_id
+    misprint_id: int = 10**12
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
+        unknown = (set(self.page_rates) | {k for k in self.page_script if k is not None}) - set(PAGE_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown page faults {sorted(unknown)}; known: {PAGE_FAULTS}")
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
 
@@ -172,6 +232,29 @@ class FaultPlan:
                     r -= p
             if kind:
                 self.served[kind] = self.served.get(kind, 0) + 1
+            return kind
+
+    def pick_page(self) -> str | None:
+        with self._lock:
+            if self.page_script:
+                kind = self.page_script.popleft()
+            else:
+                kind = None
+                r = self._rng.random() if self.page_rates else 1.0
+                for k, p in self.page_rates.items():
+                    if r < p:
+                        kind = k
+                        break
+                    r -= p
+            if kind:
+                self.served[kind] = self.served.get(kind, 0) + 1
+            return kind
+
+    def pick_head(self) -> str | None:
+        with self._lock:
+            kind = self.head_script.popleft() if self.head_script else None
+            if kind:
+                self.served["head_" + kind] = self.served.get("head_" + kind, 0) + 1
             return kind
 
 
@@ -257,8 +340,40 @@ class ExchangeSim:
         return {"trade_id": str(i), "price": Decimal(price), "size": Decimal(size), "side": side, "time_us": t}
 
     def expected_ids(self, book: Book, lo: int, hi: int) -> list[int]:
-        """Trade ids whose cursor is in (lo, hi]."""
-        return [i for i in range(book.first_id, book.head() + 1) if lo < self.cursor_of(book, i) <= hi]
+        """Trade ids whose cursor is in (lo, hi] (the ids the exchange never printed excluded)."""
+        return [i for i in range(book.first_id, book.head() + 1)
+                if lo < self.cursor_of(book, i) <= hi and i not in book.missing]
+
+    # ------------------------------------------------------------- hostile pages
+    def head_ids(self, ids: list[int]) -> list[int]:
+        """The ids a head answer serves: a misprinted newest id when the plan says so."""
+        if ids and self.faults.pick_head() == "misprint":
+            return [self.faults.misprint_id] + ids[1:]
+        return ids
+
+    def hostile(self, book: Book, ids: list[int], *, newest_first: bool) -> tuple[list[int], str | None]:
+        """The ids a paging request serves, after the plan's page cap and page faults (in the exchange's order)."""
+        f = self.faults
+        kind = f.pick_page()
+        if kind == "empty":
+            return [], kind
+        if f.page_cap is not None:
+            ids = ids[: f.page_cap]
+        ids = list(ids)
+        n = len(ids)
+        if kind == "hole" and n >= 3:
+            k = n // 3
+            del ids[k:k + max(1, n // 10)]
+        elif kind == "dup" and n:
+            ids.insert(n // 2, ids[n // 2])
+        elif kind in ("dup_across", "below") and n:
+            low = min(ids)
+            extra = [i for i in range(low - (1 if kind == "dup_across" else 3), low) if book.exists(i)]
+            ids = ids + extra[::-1] if newest_first else extra + ids
+        elif kind == "backwards" and n >= 2:
+            k = n // 2
+            ids[k - 1], ids[k] = ids[k], ids[k - 1]
+        return ids, kind
 
     def book_for(self, symbol: str) -> Book | None:
         for b in self.books.values():

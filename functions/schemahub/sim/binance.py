@@ -114,10 +114,10 @@ class BinanceSim(ExchangeSim):
             ids = range(first, min(head, first + limit - 1) + 1)
             return 200, {}, b"[" + b",".join(self._agg(book, i, micro) for i in ids) + b"]"
         if endpoint == "historicalTrades" and "fromId" in q:
-            start = max(int(q["fromId"]), book.first_id)
-            ids = range(start, min(head, start + limit - 1) + 1)
-        else:  # the most recent trades
-            ids = range(max(book.first_id, head - limit + 1), head + 1)
+            ids, _ = self.hostile(book, book.forward(int(q["fromId"]), limit), newest_first=False)
+        else:  # the most recent trades (the connector's head)
+            recent = [i for i in range(max(book.first_id, head - limit + 1), head + 1) if book.exists(i)]
+            ids = self.head_ids(recent[::-1])[::-1]
         return 200, {}, b"[" + b",".join(self._trade(book, i, micro) for i in ids) + b"]"
 
     def _trade(self, book: Book, i: int, micro: bool) -> bytes:

@@ -41,13 +41,15 @@ class CoinbaseSim(ExchangeSim):
             return 400, {}, b'{"message":"Invalid request"}'
         if not 1 <= limit <= 1000:
             return 400, {}, b'{"message":"Invalid limit"}'
-        if before is not None and after is None:
+        if before is None and after is None:  # the latest trades: how the connector reads the head
+            ids = self.head_ids(book.ids(None, None, limit))
+        elif before is not None and after is None:
             # Undocumented on its own: the connector must not rely on it, so answer the latest page.
             ids = book.ids(None, None, limit)
         else:
-            ids = book.ids(before, after, limit)
+            ids, _ = self.hostile(book, book.ids(before, after, limit), newest_first=True)
         body = b"[" + b",".join(book.trade_bytes(i) for i in ids) + b"]"
-        headers = {"cb-before": str(ids[0]), "cb-after": str(ids[-1])} if ids else {}
+        headers = {"cb-before": str(max(ids)), "cb-after": str(min(ids))} if ids else {}
         return 200, headers, body
 
     def render(self, book: Book, i: int) -> bytes:

@@ -84,9 +84,11 @@ class KrakenSim(ExchangeSim):
             since = int(Decimal(since_text) * 10**9) if "." in since_text else int(since_text)
         except (ValueError, ArithmeticError):
             return 200, {}, b'{"error":["EGeneral:Invalid arguments"]}'
-        ids = self._after(book, since, count)
+        ids, kind = self.hostile(book, self._after(book, since, count), newest_first=False)
         rows = b",".join(self.render(book, i) for i in ids)
-        last = str(self.cursor_of(book, ids[-1]) if ids else since)
+        last = str(max(self.cursor_of(book, i) for i in ids) if ids else since)
+        if kind == "misprint_cursor" and ids:
+            last = str(int(last) + 86_400 * 10**9)
         key = self.names(book.product_id)[0]
         return 200, {}, b'{"error":[],"result":{"' + key.encode() + b'":[' + rows + b'],"last":"' + last.encode() + b'"}}'
 
@@ -99,9 +101,7 @@ class KrakenSim(ExchangeSim):
                 lo = mid + 1
             else:
                 hi = mid
-        if isinstance(book, FixedBook):
-            return [i for i in range(lo, book.head() + 1) if i in book.trades][:count]
-        return list(range(lo, min(book.head(), lo + count - 1) + 1))
+        return book.forward(lo, count)
 
     def render(self, book: Book, i: int) -> bytes:
         if isinstance(book, FixedBook):

@@ -45,7 +45,10 @@ class OkxSim(ExchangeSim):
             return 200, {}, b'{"code":"51000","msg":"Parameter error","data":[]}'
         if not 1 <= limit <= 100:
             return 200, {}, b'{"code":"51000","msg":"Parameter limit error","data":[]}'
-        ids = book.ids(before, after, limit)
+        if before is None and after is None:  # the latest trades: how the connector reads the head
+            ids = self.head_ids(book.ids(None, None, limit))
+        else:
+            ids, _ = self.hostile(book, book.ids(before, after, limit), newest_first=True)
         return 200, {}, b'{"code":"0","msg":"","data":[' + b",".join(self.render(book, i) for i in ids) + b"]}"
 
     def render(self, book: Book, i: int) -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import abc
 import json
 import re
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import itemgetter
 
 from schemahub.assets import unify_asset
-from schemahub.errors import Retryable, SourceError
+from schemahub.errors import DeadlineReached, Retryable, SourceError
 from schemahub.sources.http import HttpClient, Response
 from schemahub.sources.jsonsplit import JSONShapeError, split_compact_array, split_records
 from schemahub.sources.spec import ExchangeSpec
@@ -37,6 +38,19 @@ class Chunk:
     caught_up: bool
     min_id: int | None = None
     max_id: int | None = None
+    # The page checks' findings (see PageChecks in spec.py); the lander adds them to the product's result.
+    more_requests: list[str] = field(default_factory=list)  # further requests this chunk took (re-asks, probes)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # confirmed missing ids, inclusive ranges
+    backwards: int = 0  # ids below the cursor, outside the request or out of order (reported, never landed twice)
+    duplicates: int = 0  # rows printed twice within the range: kept verbatim (raw is the tape)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return sum(b - a + 1 for a, b in self.gaps)
+
+
+log = logging.getLogger("schemahub.sources")
 
 
 @dataclass
@@ -61,6 +75,40 @@ class Source(abc.ABC):
         self.records_path = tuple(self.t.records_path)
         self.errors = spec.source.errors
         self._retry_when = [re.compile(p) for p in self.errors.retry_when] if self.errors else []
+        self._heads: dict[tuple[str, int], int] = {}  # (symbol, head as first seen) -> head confirmed
+
+    # ------------------------------------------------------------ page checks
+    def confirmed_head(self, symbol: str, cursor: int, head: int, chunk_warnings: list, deadline=None) -> int:
+        """The run's head, asked for again when it lies implausibly far ahead of the cursor (max_head_jump).
+
+        The smaller of the two answers wins: a head too low makes a run stop early (the next run goes on), a
+        head too high would walk windows of ids that do not exist and move the checkpoint past trades to come.
+        """
+        jump = self.p.max_head_jump
+        if jump is None or head - cursor <= jump:
+            return head
+        key = (symbol, head)
+        if key not in self._heads:
+            again = self.head(symbol, deadline)
+            if len(self._heads) > 10_000:
+                self._heads.clear()
+            self._heads[key] = min(head, again)
+            if again < head:
+                chunk_warnings.append(f"{self.exchange}: {symbol} head {head} is {head - cursor} ids past the cursor "
+                                      f"{cursor}; asked again it is {again}: using {again}")
+        return self._heads[key]
+
+    def empty_pause(self, attempt: int, deadline) -> None:
+        """Wait before asking again after an empty answer (the retry backoff; never past the deadline)."""
+        r = self.spec.source.retry
+        delay = min(r.max_delay_s, r.base_delay_s * (2 ** attempt))
+        clock = self.http.clock
+        if deadline is not None and clock.monotonic() + delay > deadline:
+            raise DeadlineReached(f"{self.exchange}: no time left to ask again after an empty answer")
+        clock.sleep(delay)
+
+    def request_of(self, resp: Response) -> str:
+        return resp.url[len(self.base_url):]
 
     # ------------------------------------------------------------ requests
     def trades_url(self, symbol: str) -> str:

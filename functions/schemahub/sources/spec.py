@@ -32,7 +32,28 @@ class RetrySpec(_Strict):
     max_delay_s: float = Field(default=30.0, ge=0)
 
 
-class IdWindowPagination(_Strict):
+class PageChecks(_Strict):
+    """What every page is checked against: what its request promised. Each paging kind has these options.
+
+    - `contiguous_ids`: the exchange numbers each product's trades 1, 2, 3... without holes (Coinbase, Binance,
+      Kraken, OKX as far as the recordings show). Every id the run walks over must then be accounted for: an id
+      missing from a page is asked for again with a narrower request, and it is a gap only when that re-query
+      still omits it and the exchange shows trades on both sides of it (a confirmed gap, counted in the result).
+      Without it, only the part of a window below the lowest id received must be confirmed empty.
+    - `empty_retries`: an empty answer where trades must exist is asked again this many times (with the
+      retry backoff) before it is believed; a belief still needs the exchange to confirm it, else the product
+      fails and the checkpoint stays where the last landed trade is.
+    - `max_head_jump`: a head more than this many ids ahead of the cursor is asked for again before it is
+      used, and the smaller answer wins (a misprinted head can only make a run stop early, never skip ids).
+      None turns the check off; it does not apply to a time cursor.
+    """
+
+    contiguous_ids: bool = False
+    empty_retries: int = Field(default=3, ge=0, le=20)
+    max_head_jump: int | None = Field(default=1_000_000, ge=1)
+
+
+class IdWindowPagination(PageChecks):
     """Newest-first pages by trade id; `older` alone pages back, `newer`+`older` bound a window (Coinbase, OKX)."""
 
     kind: Literal["id_window_desc"]
@@ -58,7 +79,7 @@ class StartByTime(Endpoint):
     first_id_field: str
 
 
-class IdForwardPagination(_Strict):
+class IdForwardPagination(PageChecks):
     """Oldest-first pages from a trade id (Binance historicalTrades fromId); ids only grow."""
 
     kind: Literal["id_forward"]
@@ -68,7 +89,7 @@ class IdForwardPagination(_Strict):
     start: StartByTime
 
 
-class CursorForwardPagination(_Strict):
+class CursorForwardPagination(PageChecks):
     """Oldest-first pages from an opaque integer cursor the response hands back (Kraken `since`/`last`).
 
     The cursor is a time in `cursor_unit` since the epoch, so a first run can
@@ -80,6 +101,8 @@ class CursorForwardPagination(_Strict):
     cursor_path: list[str] = Field(min_length=1, description="where the next cursor is in the response")
     cursor_unit: Literal["s", "ms", "us", "ns"] = "ns"
     limit_param: str | None = None
+    max_cursor_lead_s: float = Field(default=1.0, ge=0, description="how far the next cursor may lie past the "
+                                     "newest trade of its page (seconds); a cursor further ahead is re-asked")
 
 
 Pagination = Annotated[
