@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from schemahub.layout import COMPACTED, CURATED, PRODUCT_ID, RAW, parse_raw_key, parse_table_file
 from schemahub.store.base import ObjectStore
 from schemahub.table import FILE_SCHEMA, TRADES
 
@@ -40,11 +41,14 @@ PIVOT m ON market USING first(vwap) GROUP BY minute ORDER BY minute
 """
 
 
-def dataset(store: ObjectStore) -> ds.Dataset | None:
-    """The table's files as a pyarrow dataset (None if there are none yet): parts, or a day's compacted copy."""
+def dataset(store: ObjectStore, keys: list[str] | None = None) -> ds.Dataset | None:
+    """The table's files as a pyarrow dataset (None if there are none yet): parts, or a day's compacted copy.
+
+    Rows as stored: a trade id held by two raw objects appears twice here; the `trades` view keeps one.
+    """
     from schemahub.compact import read_layout
 
-    keys = read_layout(store).keys()
+    keys = read_layout(store).keys() if keys is None else keys
     if not keys:
         return None
     fs_kwargs = {}
@@ -77,25 +81,38 @@ def _file_and_keys() -> pa.Schema:
 
 
 def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session)."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone='UTC'")
+    """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session).
+
+    One trade, one row: a product-day read from one file (one part, or its compacted copy) holds each trade
+    id once already (the transform and compaction make sure). Where a day is read from several files, a
+    trade id held by two raw objects is kept once, from the lowest raw key, as compaction does.
+    """
     from schemahub.compact import read_layout
 
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    layout = read_layout(store)
+    groups = {"_single": [], "_multi": []}
+    for p in sorted(layout.files):
+        groups["_single" if len(layout.files[p]) == 1 else "_multi"].extend(layout.files[p])
     local = store.local_path("curated/x") is not None
-    keys = read_layout(store).keys() if local else []
-    if keys:
-        # Local folder: DuckDB's own Parquet reader (parallel, partition keys from the paths) over the files
-        # a consistent reader takes: per product-day, its parts or its compacted copy (schemahub.compact).
-        files = ", ".join("'" + store.local_path(k).replace("'", "''") + "'" for k in keys)
-        con.execute(f"CREATE VIEW _curated AS SELECT * FROM read_parquet([{files}], hive_partitioning = true, "
-                    "hive_types = {'exchange': VARCHAR, 'product_id': VARCHAR, 'date': DATE})")
+    for name, keys in groups.items():
+        if keys and local:
+            # Local folder: DuckDB's own Parquet reader (parallel, partition keys from the paths).
+            files = ", ".join("'" + store.local_path(k).replace("'", "''") + "'" for k in keys)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], hive_partitioning = true, "
+                        "hive_types = {'exchange': VARCHAR, 'product_id': VARCHAR, 'date': DATE})")
+        else:
+            # S3 (DuckDB has no httpfs offline) or no files: a registered pyarrow dataset.
+            data = dataset(store, keys) if keys else None
+            con.register(name, data if data is not None else
+                         pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
+    if groups["_multi"]:
+        con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _single UNION ALL "
+                    f"SELECT {_COLUMNS} FROM _multi "
+                    "QUALIFY raw_key = min(raw_key) OVER (PARTITION BY exchange, product_id, trade_id)")
     else:
-        # S3 (DuckDB has no httpfs offline) or an empty table: a registered pyarrow dataset.
-        data = dataset(store) if not local else None
-        con.register("_curated", data if data is not None else
-                     pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
-    con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _curated")
+        con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _single")
     return con
 
 
@@ -109,13 +126,15 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
         "FROM trades GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     sizes: dict[tuple[str, str], list[int]] = {}
-    for info in store.list("raw/"):
-        _, ex, pid, _ = info.key.split("/", 3)
-        sizes.setdefault((ex, pid), [0, 0, 0])[0] += info.size
-    for base, slot in (("curated/", 1), ("compacted/", 2)):
+    for info in store.list(RAW):
+        rk = parse_raw_key(info.key)
+        if rk is not None:  # a stray file under raw/ belongs to no product
+            sizes.setdefault((rk.exchange, rk.product_id), [0, 0, 0])[0] += info.size
+    for base, slot in ((CURATED, 1), (COMPACTED, 2)):
         for info in store.list(base):
-            parts = dict(p.split("=", 1) for p in info.key.split("/")[1:3])
-            sizes.setdefault((parts["exchange"], parts["product_id"]), [0, 0, 0])[slot] += info.size
+            parsed = parse_table_file(info.key)
+            if parsed is not None and PRODUCT_ID.match(parsed[2][1]):
+                sizes.setdefault(parsed[2][:2], [0, 0, 0])[slot] += info.size
     out = []
     seen = set()
     for ex, pid, n, first, last in rows:
