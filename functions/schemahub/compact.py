@@ -42,7 +42,7 @@ from datetime import date as Date
 from datetime import datetime, timezone
 
 from schemahub.errors import NotFound, PreconditionFailed
-from schemahub.layout import COMPACTED, CURATED, MANIFEST, PRODUCT_ID, compacted_key, manifest_key, parse_table_file
+from schemahub.layout import COMPACTED, CURATED, EXCHANGE, MANIFEST, PRODUCT_ID, compacted_key, manifest_key, parse_table_file
 from schemahub.store.base import ObjectStore
 
 log = logging.getLogger("schemahub.compact")
@@ -54,7 +54,7 @@ def partition_of(key: str) -> str | None:
     return None if parsed is None else parsed[1]
 
 
-def _valid_partition(key: str) -> tuple[str, tuple[str, str, str]] | None:
+def table_partition(key: str, *, warn: bool = True) -> tuple[str, tuple[str, str, str]] | None:
     """(partition path, (exchange, product_id, date)) of a table file, or None with a warning for a key whose
     path is not a valid partition (a product id with '=' or '/', a bad date): skipped, never fatal."""
     parsed = parse_table_file(key)
@@ -65,10 +65,11 @@ def _valid_partition(key: str) -> tuple[str, tuple[str, str, str]] | None:
         except ValueError:
             parsed = None
         else:
-            if PRODUCT_ID.match(pid) and "/" not in ex and "=" not in ex:
+            if PRODUCT_ID.match(pid) and EXCHANGE.match(ex):
                 return path, (ex, pid, day)
-    log.warning("%s: not a table file at exchange=<e>/product_id=<BASE-QUOTE>/date=<YYYY-MM-DD>/; skipped "
-                "(move it out of curated/ or compacted/)", key)
+    if warn:
+        log.warning("%s: not a table file at exchange=<e>/product_id=<BASE-QUOTE>/date=<YYYY-MM-DD>/; skipped "
+                    "(move it out of curated/ or compacted/)", key)
     return None
 
 
@@ -100,7 +101,7 @@ def read_layout(store: ObjectStore) -> Layout:
     sizes: dict[str, int] = {}
     for info in store.list(CURATED):
         if info.key.endswith(".parquet"):
-            v = _valid_partition(info.key)
+            v = table_partition(info.key)
             if v is not None:
                 parts[v[0]].append(info.key)
                 sizes[info.key] = info.size
@@ -118,7 +119,7 @@ def read_layout(store: ObjectStore) -> Layout:
     # One small GET per compacted day: in parallel, so a year of days on S3 takes seconds, not minutes.
     keys = []
     for info in store.list(COMPACTED):
-        if info.key.endswith("/" + MANIFEST) and _valid_partition(info.key) is not None:
+        if info.key.endswith("/" + MANIFEST) and table_partition(info.key) is not None:
             keys.append(info.key)
     with ThreadPoolExecutor(max_workers=16) as pool:
         manifests = {p: m for p, m in pool.map(load, keys) if m is not None}
@@ -191,7 +192,7 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
     res = CompactResult()
     stale = set(layout.stale)
     for p, keys in sorted(layout.parts.items()):
-        _, (ex, pid, day) = _valid_partition(keys[0])
+        _, (ex, pid, day) = table_partition(keys[0])
         if (exchange and ex != exchange) or (product_id and pid != product_id) or p in layout.compacted:
             continue
         if Date.fromisoformat(day) >= before:

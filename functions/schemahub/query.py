@@ -9,7 +9,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from schemahub.layout import COMPACTED, CURATED, PRODUCT_ID, RAW, parse_raw_key, parse_table_file
+from schemahub.compact import table_partition
+from schemahub.layout import COMPACTED, CURATED, RAW, parse_raw_key
 from schemahub.store.base import ObjectStore
 from schemahub.table import FILE_SCHEMA, TRADES
 
@@ -132,9 +133,9 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
             sizes.setdefault((rk.exchange, rk.product_id), [0, 0, 0])[0] += info.size
     for base, slot in ((CURATED, 1), (COMPACTED, 2)):
         for info in store.list(base):
-            parsed = parse_table_file(info.key)
-            if parsed is not None and PRODUCT_ID.match(parsed[2][1]):
-                sizes.setdefault(parsed[2][:2], [0, 0, 0])[slot] += info.size
+            parsed = table_partition(info.key, warn=False)  # read_layout has warned about the others
+            if parsed is not None:
+                sizes.setdefault(parsed[1][:2], [0, 0, 0])[slot] += info.size
     out = []
     seen = set()
     for ex, pid, n, first, last in rows:

@@ -320,6 +320,7 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
     drop = _duplicates(cols, good, bad, n)
     if drop is not None:
         info["duplicates"] = pc.sum(pc.cast(drop, pa.int64())).as_py() or 0
+        good = bad.reason.is_null()  # a repeat with other values is now marked bad
     keep = good if drop is None else pc.and_(good, pc.invert(drop))
     n_good = pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
     product_id = header["product_id"]
@@ -392,8 +393,7 @@ def _duplicates(cols: dict, good: pa.Array, bad, n: int) -> pa.Array | None:
     if pc.count_distinct(ids, mode="only_valid").as_py() == n_good:
         return None  # the usual case: one cheap hash pass
     pos = positions(n)
-    order = pc.sort_indices(pa.table({"id": ids, "pos": pos}), sort_keys=[("id", "ascending"), ("pos", "ascending")],
-                            null_placement="at_end")
+    order = pc.sort_indices(pa.table({"id": ids, "pos": pos}), sort_keys=[("id", "ascending"), ("pos", "ascending")])
     head = group_heads(ids.take(order))
     start = pc.cumulative_max(pc.if_else(head, pos, 0))
     # Per line: the first line holding its trade id (order.take(start), put back in line order).
