@@ -270,7 +270,7 @@ def _first_line_schema(body: bytes | None, paths: list):
         return None
     first = body[: body.find(b"\n") + 1 or len(body)]
     try:
-        row = pj.read_json(pa.BufferReader(first))
+        row = pj.read_json(pa.BufferReader(first), read_options=pj.ReadOptions(use_threads=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     fields: dict = {}

@@ -205,7 +205,8 @@ class Transformer:
             raise DamagedObject(raw_key, f"header names {header.exchange}/{header.product_id} from cursor "
                                          f"{header.start}, not what its key says")
         compiled, same_id = self._load(header.exchange)
-        table, bad, info = build_table(compiled, rest, header=header.doc, raw_key=raw_key, fetched=header.fetched_at)
+        table, bad, info = build_table(compiled, rest, header=header.doc, raw_key=raw_key, fetched=header.fetched_at,
+                                  n=header.count)  # split() checked the line count against the header
         if same_id and info.get("id_range") is not None:
             rawobject.check_ids(header, raw_key, *info["id_range"])
         res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows, duplicates=info["duplicates"])
@@ -302,22 +303,25 @@ def split_lines(rest: bytes) -> pa.Array:
 
 _GENESIS_US = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z: no crypto trade is older than Bitcoin's first block
 _FUTURE_US = 86_400_000_000          # a trade more than a day after its object was fetched is a misprint
-_NUMERIC_ID = r"^[0-9]{1,18}$"
 
 
-def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime) -> tuple[pa.Table, pa.Table, dict]:
+def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime,
+                n: int | None = None) -> tuple[pa.Table, pa.Table, dict]:
     """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons, info).
 
     info: duplicates (exact repeats of a trade id dropped: the first line wins), id_range (min, max) of
     the numeric trade ids of every line, or None if some id is not numeric.
     """
-    lines = LazyLines(rest)
+    lines = LazyLines(rest, n)
     n = len(lines)
     cols, bad = compiled.apply(lines, rest)
     _check_values(cols, bad, fetched)
-    info = {"duplicates": 0, "id_range": _id_range(cols["trade_id"]) if n else None}
+    ints = _int_ids(cols["trade_id"]) if n else None
+    info = {"duplicates": 0, "id_range": None}
+    if ints is not None:
+        info["id_range"] = tuple(v.as_py() for v in pc.min_max(ints).values())
     good = bad.reason.is_null()
-    drop = _duplicates(cols, good, bad, n)
+    drop = _duplicates(cols, good, bad, n, ints)
     if drop is not None:
         info["duplicates"] = pc.sum(pc.cast(drop, pa.int64())).as_py() or 0
         good = bad.reason.is_null()  # a repeat with other values is now marked bad
@@ -358,40 +362,54 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
 
 
 def _check_values(cols: dict, bad, fetched: datetime) -> None:
-    """Quarantine values no exchange prints for a real trade: price <= 0, size <= 0, impossible times."""
-    zero = pa.scalar(0, pa.int64())
-    price, size = cols["price"], cols["size"]
-    bad.mark(pc.less_equal(price, pc.cast(zero, price.type)), "price", "not positive (a price must be > 0)",
-             bad.texts["price"])
-    bad.mark(pc.less(size, pc.cast(zero, size.type)), "size", "negative size", bad.texts["size"])
-    bad.mark(pc.equal(size, pc.cast(zero, size.type)), "size", "zero size (a trade of nothing)", bad.texts["size"])
-    micros = pc.cast(cols["trade_time"], pa.int64())
-    bad.mark(pc.less(micros, _GENESIS_US), "trade_time", "before 2009-01-03 (older than any crypto trade)",
-             bad.texts["trade_time"])
+    """Quarantine values no exchange prints for a real trade: price <= 0, size <= 0, impossible times.
+
+    One min/max pass per column; the row masks are only built when a bound is crossed (rare)."""
     limit = int(fetched.timestamp()) * 1_000_000 + fetched.microsecond + _FUTURE_US
-    bad.mark(pc.greater(micros, limit), "trade_time",
-             f"more than a day after the object was fetched ({fetched.isoformat()})", bad.texts["trade_time"])
+    price, size = cols["price"], cols["size"]
+    micros = pc.cast(cols["trade_time"], pa.int64())
+    zero = pa.scalar(0, pa.int64())
+    lo_p = pc.min(price).as_py()
+    if lo_p is not None and lo_p <= 0:
+        bad.mark(pc.less_equal(price, pc.cast(zero, price.type)), "price", "not positive (a price must be > 0)",
+                 bad.texts["price"])
+    lo_s = pc.min(size).as_py()
+    if lo_s is not None and lo_s <= 0:
+        bad.mark(pc.less(size, pc.cast(zero, size.type)), "size", "negative size", bad.texts["size"])
+        bad.mark(pc.equal(size, pc.cast(zero, size.type)), "size", "zero size (a trade of nothing)", bad.texts["size"])
+    lo_t, hi_t = (v.as_py() for v in pc.min_max(micros).values())
+    if lo_t is not None and lo_t < _GENESIS_US:
+        bad.mark(pc.less(micros, _GENESIS_US), "trade_time", "before 2009-01-03 (older than any crypto trade)",
+                 bad.texts["trade_time"])
+    if hi_t is not None and hi_t > limit:
+        bad.mark(pc.greater(micros, limit), "trade_time",
+                 f"more than a day after the object was fetched ({fetched.isoformat()})", bad.texts["trade_time"])
 
 
-def _id_range(ids: pa.Array) -> tuple[int, int] | None:
-    """(min, max) of the trade ids as integers, or None when some line's id is missing or not numeric."""
-    numeric = pc.match_substring_regex(ids, _NUMERIC_ID)
-    if ids.null_count or not pc.all(numeric).as_py():
+def _int_ids(ids: pa.Array) -> pa.Array | None:
+    """The trade ids as int64, or None when some line's id is missing or not an integer."""
+    if ids.null_count:
         return None
-    lo, hi = pc.min_max(pc.cast(ids, pa.int64())).values()
-    return lo.as_py(), hi.as_py()
+    try:
+        return pc.cast(ids, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
-def _duplicates(cols: dict, good: pa.Array, bad, n: int) -> pa.Array | None:
+def _duplicates(cols: dict, good: pa.Array, bad, n: int, ints: pa.Array | None = None) -> pa.Array | None:
     """Mask of good rows that repeat an earlier line's trade id with the same values (dropped: raw keeps
     them, the table holds each trade once), or None if there are none. A repeat with different values is
     marked bad instead (quarantined), so the first line of an id is the one the table holds."""
     if n < 2:
         return None
-    ids = pc.if_else(good, cols["trade_id"], pa.scalar(None, pa.string()))
     n_good = pc.sum(pc.cast(good, pa.int64())).as_py() or 0
+    # The usual case, one cheap hash pass: all ids distinct (on integers where the ids are integers).
+    probe = ints if ints is not None else cols["trade_id"]
+    if n_good == n and pc.count_distinct(probe).as_py() == n:
+        return None
+    ids = pc.if_else(good, cols["trade_id"], pa.scalar(None, pa.string()))
     if pc.count_distinct(ids, mode="only_valid").as_py() == n_good:
-        return None  # the usual case: one cheap hash pass
+        return None
     pos = positions(n)
     order = pc.sort_indices(pa.table({"id": ids, "pos": pos}), sort_keys=[("id", "ascending"), ("pos", "ascending")])
     head = group_heads(ids.take(order))
@@ -418,10 +436,10 @@ def _duplicates(cols: dict, good: pa.Array, bad, n: int) -> pa.Array | None:
 class LazyLines:
     """The object's lines: counted cheaply, split into an array only when needed (regex path, quarantine)."""
 
-    def __init__(self, rest: bytes) -> None:
+    def __init__(self, rest: bytes, n: int | None = None) -> None:
         self.rest = rest
         self._array = None
-        self._n = rest.count(b"\n") + (0 if not rest or rest.endswith(b"\n") else 1)
+        self._n = n if n is not None else rest.count(b"\n") + (0 if not rest or rest.endswith(b"\n") else 1)
 
     def __len__(self) -> int:
         return self._n

@@ -69,7 +69,7 @@ def test_an_impossible_trade_time_quarantines_its_row_and_never_stops_the_run(st
     assert {r["raw_key"] for r in curated_rows(store)} == {bad, later}
 
 
-@pytest.mark.parametrize("ts", ["0", "17950000000001", "179500000000012", "99999999999999999999"])
+@pytest.mark.parametrize("ts", ["0", "17950000000001", "179500000000012", "9999999999999999999"])
 def test_okx_times_from_1970_or_far_future_or_overflowing_are_quarantined(store, ts):
     key = put_raw(store, [_okx(1), _okx(2, ts=ts), _okx(3)], exchange="okx", product="BTC-USDT")
     res = Transformer(store).run()
