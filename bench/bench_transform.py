@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
@@ -46,9 +47,12 @@ def make_raw(store: LocalStore, objects: int) -> tuple[list[str], int]:
         # Newest first within each page, as Coinbase serves them.
         lines = [book.trade_bytes(i) for p in range(10) for i in range(start + (p + 1) * 1000, start + p * 1000, -1)]
         jsonl += sum(len(x) + 1 for x in lines)
+        # Fetched just after its newest trade, as landing records it (the transform refuses trades more than a
+        # day after fetched_at).
+        fetched = datetime.fromtimestamp(book.time_us(start + PER_OBJECT) // 1_000_000 + 1, tz=timezone.utc)
         header = {"format": "schemahub.raw/1", "exchange": "coinbase", "product_id": "BTC-USD", "symbol": "BTC-USD",
                   "cursor_start": str(start), "cursor_end": str(start + PER_OBJECT), "count": PER_OBJECT,
-                  "fetched_at": "2026-11-29T12:00:00.000000Z", "requests": []}
+                  "fetched_at": fetched.isoformat(), "requests": []}
         key = raw_key("coinbase", "BTC-USD", start)
         store.put(key, encode_raw(header, lines))
         keys.append(key)

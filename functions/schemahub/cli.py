@@ -201,7 +201,16 @@ def cmd_transform(args) -> int:
         print(f"  {name}: {agg['rows']:,} rows, {agg['quarantined']:,} quarantined")
     if res.quarantined:
         print(f"  quarantined rows and their reasons: {store.uri}/quarantine/")
-    return 0
+    if res.duplicates:
+        print(f"  {res.duplicates:,} repeated trade(s) kept once (raw keeps every copy)")
+    for key in res.stray:
+        print(f"  ignored {key}: not a raw object key; move it out of raw/", file=sys.stderr)
+    for key, reason in sorted(res.damaged.items()):
+        print(f"error: {key}: damaged, set aside ({reason}); restore it from a copy or delete it, then transform "
+              "again", file=sys.stderr)
+    for key, reason in sorted(res.failed.items()):
+        print(f"error: {key}: not transformed: {reason}", file=sys.stderr)
+    return 0 if res.ok else 1
 
 
 def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:

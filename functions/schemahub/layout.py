@@ -8,6 +8,7 @@ The store root holds:
     bans/<exchange>.json                                         an exchange's ban, until it ends
     transformed/<exchange>/<product>/<start>.jsonl.gz.json       marker: a raw object is in the table
     quarantine/<exchange>/<product>/<start>.jsonl                rows the mapping refused, with reasons
+    damaged/<exchange>/<product>/<start>.jsonl.gz.json           a raw object set aside as damaged, with its reason
     curated/exchange=<e>/product_id=<p>/date=<d>/<start>.parquet one file per raw object per UTC day
     compacted/exchange=<e>/product_id=<p>/date=<d>/...           one file per closed product-day + manifest
 """
@@ -23,6 +24,7 @@ LEASES = "leases/"
 BANS = "bans/"
 MARKERS = "transformed/"
 QUARANTINE = "quarantine/"
+DAMAGED = "damaged/"
 CURATED = "curated/"
 COMPACTED = "compacted/"
 MANIFEST = "manifest.json"
@@ -128,6 +130,19 @@ def raw_key_of_quarantine(key: str) -> RawKey | None:
     if not key.startswith(QUARANTINE):
         return None
     return parse_raw_key(RAW + key.removeprefix(QUARANTINE) + ".gz")
+
+
+def damaged_key(raw_key: str) -> str:
+    """Where the transform records that a raw object is damaged (set aside, with its reason)."""
+    return DAMAGED + raw_key.removeprefix(RAW) + ".json"
+
+
+def damaged_prefix(raw_prefix_: str = RAW) -> str:
+    return DAMAGED + raw_prefix_.removeprefix(RAW)
+
+
+def raw_key_of_damaged(key: str) -> str:
+    return RAW + key.removeprefix(DAMAGED).removesuffix(".json")
 
 
 # ------------------------------------------------------------------ table files

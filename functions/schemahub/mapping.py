@@ -111,7 +111,6 @@ _VAL = r'(?P<v>"(?:[^"\\]|\\.)*"|[^,}\]\s]+)'
 _ELEM = r'(?:"(?:[^"\\]|\\.)*"|[^,\]"\s]*)'
 _DECIMAL = r"^-?[0-9]{1,26}(\.[0-9]{1,12})?$"
 _TOO_PRECISE = r"^-?[0-9]+\.[0-9]{13,}$"
-_RFC3339 = r"^(?P<base>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]{1,9}))?(?:Z|\+00:00)$"
 _RFC3339_US = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
 _FLOAT_S = r"^(?P<secs>[0-9]{1,12})(?:\.(?P<frac>[0-9]{0,12}))?$"
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1, "epoch_ns": -1_000}
@@ -123,22 +122,20 @@ class Compiled:
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         self.patterns = {name: _pattern(col.path) for name, col in mapping.columns.items() if not isinstance(col, ConstField)}
+        self._paths = [c.path for c in mapping.columns.values() if not isinstance(c, ConstField)]
 
     def _read(self, n: int, body: bytes):
-        """Parse object rows, first with the types the last object had (cheaper than inference)."""
-        import pyarrow as pa
+        """Parse object rows with Arrow's JSON reader; None where only the source text is exact.
 
-        keys = [c.path for c in self.mapping.columns.values() if not isinstance(c, ConstField) and isinstance(c.path, str)]
-        if self._hint is not None:
-            parsed = _read_objects(n, body, self._hint)
+        The read schema comes from this object alone (its first line, mapped keys only), never from an
+        earlier object: no state from one raw object changes how another is read.
+        """
+        schema = _first_line_schema(body, self._paths)
+        if schema is not None:
+            parsed = _read_objects(n, body, schema)
             if parsed is not None:
                 return parsed
-        parsed = _read_objects(n, body, None)
-        if parsed is not None:
-            self._hint = pa.schema([parsed.schema.field(k) for k in keys if k in parsed.column_names])
-        return parsed
-
-    _hint = None
+        return _read_objects(n, body, None)
 
     def apply(self, lines, body: bytes | None = None):
         """lines (pa.StringArray, and the same lines as one buffer) -> (columns, _Bad with reasons per row)."""
@@ -151,13 +148,21 @@ class Compiled:
         state = _Bad(n)
         out: dict = {}
         parsed = self._read(n, body) if body is not None else None
+        src = None  # the regex reader, built only if some field is not exact from Arrow
         for name, col in self.mapping.columns.items():
             if isinstance(col, ConstField):
                 out[name] = pa.array([col.value] * n, pa.string()) if n else pa.array([], pa.string())
                 continue
             text = _exact_text(parsed, col.path, n)
             if text is None:
-                text = _extract(lines.array if hasattr(lines, "array") else lines, self.patterns[name])
+                if src is None:
+                    src = _TextSource(lines.array if hasattr(lines, "array") else lines)
+                    for cond, reason in src.line_problems():
+                        state.mark(cond, "line", reason, src.lines)
+                text, problems = src.extract(col.path, self.patterns[name])
+                for cond, reason in problems:
+                    state.mark(cond, name, reason, text)
+            state.texts[name] = text
             if not col.optional:
                 state.mark(text.is_null(), name, "missing", text)
             if isinstance(col, StringField):
@@ -190,8 +195,10 @@ class _Bad:
         self.reason = pa.nulls(n, pa.string())
         self.field = pa.nulls(n, pa.string())
         self.value = pa.nulls(n, pa.string())
+        self.texts: dict = {}  # each mapped field's source text, for later value checks
 
-    def mark(self, cond, field: str, reason: str, text) -> None:
+    def mark(self, cond, field: str, reason, text) -> None:
+        """Record reason (text, or one per row) for rows where cond holds and no earlier reason does."""
         import pyarrow.compute as pc
 
         new = pc.and_(pc.fill_null(cond, False), self.reason.is_null())
@@ -200,6 +207,8 @@ class _Bad:
         self.reason = pc.if_else(new, reason, self.reason)
         self.field = pc.if_else(new, field, self.field)
         self.value = pc.if_else(new, text, self.value)
+
+    mark_each = mark
 
 
 def _read_objects(n: int, body: bytes, schema):
@@ -247,6 +256,137 @@ def _exact_text(parsed, path, n: int):
     return None  # doubles (or nested values): take the source text instead
 
 
+def _first_line_schema(body: bytes | None, paths: list):
+    """An explicit read schema for the mapped keys, inferred from this object's first line alone.
+
+    None (infer the whole object) if the rows are not objects, or the first line lacks a mapped key or
+    holds it as anything but a string, integer or boolean: a schema must never hide a key or a sub-key
+    that a later line of the same object has.
+    """
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    if not body or body[:1] != b"{" or any(isinstance(p, int) for p in paths):
+        return None
+    first = body[: body.find(b"\n") + 1 or len(body)]
+    try:
+        row = pj.read_json(pa.BufferReader(first), read_options=pj.ReadOptions(use_threads=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    fields: dict = {}
+    for path in paths:
+        head, _, sub = path.partition(".")
+        if head not in row.column_names:
+            return None
+        t = row.schema.field(head).type
+        if sub:
+            if not pa.types.is_struct(t) or t.get_field_index(sub) < 0:
+                return None
+            st = t.field(sub).type
+            if not _scalar(st):
+                return None
+            prev = fields.get(head)
+            if prev is not None and not pa.types.is_struct(prev):
+                return None
+            subs = {} if prev is None else {f.name: f.type for f in prev}
+            subs[sub] = st
+            fields[head] = pa.struct(list(subs.items()))
+        else:
+            if not _scalar(t) or (head in fields and fields[head] != t):
+                return None
+            fields[head] = t
+    return pa.schema(list(fields.items()))
+
+
+def _scalar(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+_NESTED = "\x01nested"  # stands for a collapsed nested value; cannot occur unquoted in JSON
+_INNERMOST = r"[{\[][^{}\[\]]*[}\]]"
+# A line in which some string value holds a bracket: its structure cannot be told from its characters.
+_BRACKET_IN_STRING = r'^(?:[^"]|"(?:[^"\\{}\[\]]|\\.)*")*"(?:[^"\\{}\[\]]|\\.)*[{}\[\]]'
+_ESCAPED_KEY = r'[{,]\s*"(?:[^"\\]|\\.)*\\u[0-9A-Fa-f]{4}(?:[^"\\]|\\.)*"\s*:'
+
+
+def _key(name: str) -> str:
+    return r'[{,]\s*"' + name + r'"\s*:'
+
+
+class _TextSource:
+    """Field text read from the source lines with RE2, never from a nested value.
+
+    Lines with nested values (objects or arrays inside the row) are first reduced to their top level:
+    innermost structures are collapsed to a placeholder until only the row's own brackets remain, so a
+    key or an array index can only match at the top. A key that appears twice (a duplicate JSON key,
+    which parsers read differently) and a line whose keys use \\u escapes are reported, never read.
+    """
+
+    def __init__(self, lines) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.lines = lines
+        self.top = lines
+        self.unsafe = None
+        opens = pc.add(pc.count_substring(lines, "{"), pc.count_substring(lines, "["))
+        nested = pc.fill_null(pc.greater(opens, 1), False)
+        if pc.any(nested).as_py():
+            self.unsafe = pc.and_(nested, pc.fill_null(pc.match_substring_regex(lines, _BRACKET_IN_STRING), False))
+            work = pc.and_(nested, pc.invert(self.unsafe))
+            top = lines
+            for _ in range(64):
+                if not pc.any(work).as_py():
+                    break
+                top = pc.if_else(work, pc.replace_substring_regex(top, _INNERMOST, _NESTED), top)
+                opens = pc.add(pc.count_substring(top, "{"), pc.count_substring(top, "["))
+                work = pc.and_(work, pc.greater(opens, 1))
+            self.top = pc.if_else(self.unsafe, pa.scalar(None, pa.string()), top)
+        self.escaped = None
+        if pc.any(pc.fill_null(pc.match_substring(lines, "\\u"), False)).as_py():
+            self.escaped = pc.fill_null(pc.match_substring_regex(lines, _ESCAPED_KEY), False)
+
+    def line_problems(self):
+        out = []
+        if self.unsafe is not None:
+            out.append((self.unsafe, "a string value holds a bracket in a line with nested values: fields cannot be located safely"))
+        if self.escaped is not None:
+            out.append((self.escaped, "a key is written with \\u escapes: parsers may read it differently"))
+        return out
+
+    def extract(self, path, pattern: str):
+        """(text, [(mask, reason)]) for one mapped path."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        problems = []
+        if isinstance(path, int):
+            text, nested = _extract(self.top, pattern)
+        else:
+            head, _, sub = path.partition(".")
+            count = pc.count_substring_regex(self.top, _key(head))
+            dup = pc.fill_null(pc.greater(count, 1), False)
+            problems.append((dup, f"key {head!r} appears more than once: a duplicate key, which parsers read differently"))
+            if sub:
+                # The flat inner object is read from the line itself: safe when the key occurs once in all of
+                # the line (so the match is the top-level one) and the sub-key once inside it.
+                everywhere = pc.count_substring_regex(self.lines, _key(head))
+                deep = pc.and_(pc.fill_null(pc.greater(everywhere, 1), False), pc.invert(dup))
+                problems.append((deep, f"key {head!r} also appears in a nested value: not read from there"))
+                inner = r'[{,]\s*"' + head + r'"\s*:\s*\{[^{}]*?[{,]\s*"' + sub + r'"\s*:[^{}]*,\s*"' + sub + r'"\s*:'
+                problems.append((pc.fill_null(pc.match_substring_regex(self.lines, inner), False),
+                                 f"key {sub!r} appears more than once in {head!r}: a duplicate key"))
+                top_once = pc.fill_null(pc.equal(count, 1), False)
+                text, nested = _extract(pc.if_else(pc.and_(top_once, pc.invert(deep)), self.lines,
+                                                   pa.scalar(None, pa.string())), pattern)
+            else:
+                text, nested = _extract(pc.if_else(dup, pa.scalar(None, pa.string()), self.top), pattern)
+        problems.append((nested, "a nested value, not a scalar"))
+        return text, problems
+
+
 def _pattern(path: str | int) -> str:
     if isinstance(path, int):
         return r"^\[\s*(?:" + _ELEM + r"\s*,\s*){" + str(path) + "}" + _VAL
@@ -259,40 +399,46 @@ def _pattern(path: str | int) -> str:
 
 
 def _extract(lines, pattern: str):
-    """The value's text (quotes removed), or null if the key is absent or the value is JSON null."""
+    """(the value's text with quotes removed, or null if the key is absent or the value is JSON null;
+    mask of rows whose value is a collapsed nested value)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     m = pc.extract_regex(lines, pattern)
     v = pc.if_else(m.is_valid(), m.field("v"), pa.scalar(None, pa.string()))
+    nested = pc.fill_null(pc.equal(v, _NESTED), False)
     quoted = pc.starts_with(v, '"')
     v = pc.if_else(quoted, pc.utf8_slice_codeunits(v, 1, -1), v)
-    return pc.if_else(pc.and_(pc.invert(quoted), pc.equal(v, "null")), pa.scalar(None, pa.string()), v)
+    v = pc.if_else(pc.or_(nested, pc.and_(pc.invert(quoted), pc.equal(v, "null"))), pa.scalar(None, pa.string()), v)
+    return v, nested
 
 
 def _time_micros(text, fmt: str):
-    """Exact integer microseconds since the epoch from text; (int64 array, bad mask). Sub-µs digits are truncated."""
+    """Exact integer microseconds since the epoch from text; (int64 array, bad mask). Sub-µs digits are truncated.
+
+    Never raises for a bad value: an impossible date (2026-02-30), an hour 24 or a number too long for
+    its unit marks its row bad. Plausibility (not before 2009, not in the future) is the caller's check.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from schemahub.table import TIMESTAMP
 
     if fmt == "rfc3339":
-        # Common case: at most 6 fraction digits, which Arrow casts exactly.
+        # Common case: at most 6 fraction digits, which Arrow casts exactly (and strictly: it refuses
+        # impossible dates, so a refusal sends the object to the checked path below).
         plain = pc.match_substring_regex(text, _RFC3339_US)
         if pc.all(pc.fill_null(plain, True)).as_py():
             ok = pc.fill_null(plain, False)
-            ts = pc.cast(pc.if_else(ok, text, "1970-01-01T00:00:00Z"), TIMESTAMP)
+            try:
+                ts = pc.cast(pc.if_else(ok, text, "1970-01-01T00:00:00Z"), TIMESTAMP)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return _rfc3339_checked(text)
             micros = pc.cast(ts, pa.int64())
             bad = pc.and_(text.is_valid(), pc.invert(ok))
             return pc.if_else(ok, micros, pa.scalar(None, pa.int64())), bad
-        m = pc.extract_regex(text, _RFC3339)
-        ok = m.is_valid()
-        frac = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(m.field("frac"), ""), 0, 6), width=6, padding="0")
-        norm = pc.binary_join_element_wise(m.field("base"), pc.binary_join_element_wise(frac, "Z", ""), ".")
-        ts = pc.cast(pc.if_else(ok, norm, "1970-01-01T00:00:00.000000Z"), TIMESTAMP)
-        micros = pc.cast(ts, pa.int64())
-    elif fmt == "float_s":
+        return _rfc3339_checked(text)
+    if fmt == "float_s":
         m = pc.extract_regex(text, _FLOAT_S)
         ok = m.is_valid()
         secs = pc.cast(pc.if_else(ok, m.field("secs"), "0"), pa.int64())
@@ -305,10 +451,56 @@ def _time_micros(text, fmt: str):
         raw = pc.cast(pc.if_else(pc.fill_null(ok, False), text, "0"), pa.int64())
         micros = pc.if_else(pc.fill_null(ms, False), pc.multiply(raw, 1000), raw)
     else:
-        ok = pc.match_substring_regex(text, r"^[0-9]{1,19}$")
+        # At most as many digits as fit int64 microseconds, so no multiplication can overflow.
+        ok = pc.match_substring_regex(text, r"^[0-9]{1,%d}$" % _EPOCH_DIGITS[fmt])
+        if fmt == "epoch_ns":
+            ok = pc.and_(ok, pc.or_(pc.less(pc.utf8_length(text), 19), pc.less_equal(text, "9223372036854775807")))
         raw = pc.cast(pc.if_else(pc.fill_null(ok, False), text, "0"), pa.int64())
         scale = _EPOCH_SCALE[fmt]
-        micros = pc.multiply_checked(raw, scale) if scale > 0 else pc.divide(raw, -scale)
+        micros = pc.multiply(raw, scale) if scale > 0 else pc.divide(raw, -scale)
+    ok = pc.fill_null(ok, False)
+    bad = pc.and_(text.is_valid(), pc.invert(ok))
+    return pc.if_else(ok, micros, pa.scalar(None, pa.int64())), bad
+
+
+_EPOCH_DIGITS = {"epoch_s": 12, "epoch_ms": 15, "epoch_us": 18, "epoch_ns": 19}
+_RFC3339_PARTS = (r"^(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})T(?P<h>[0-9]{2}):(?P<mi>[0-9]{2}):(?P<s>[0-9]{2})"
+                  r"(?:\.(?P<frac>[0-9]{1,9}))?(?:Z|\+00:00)$")
+
+
+def _rfc3339_checked(text):
+    """RFC 3339 UTC text -> µs by calendar arithmetic, every field range-checked (days per month, leap years)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    m = pc.extract_regex(text, _RFC3339_PARTS)
+    found = m.is_valid()
+
+    def part(name):
+        return pc.cast(pc.if_else(found, m.field(name), "0"), pa.int64())
+
+    y, mo, d, h, mi, s = (part(k) for k in ("y", "mo", "d", "h", "mi", "s"))
+    leap = pc.and_(pc.equal(pc.bit_wise_and(y, 3), 0),
+                   pc.or_(pc.not_equal(pc.subtract(y, pc.multiply(pc.divide(y, 100), 100)), 0),
+                          pc.equal(pc.subtract(y, pc.multiply(pc.divide(y, 400), 400)), 0)))
+    month_days = pa.array([31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())  # index 0 unused
+    dim = pc.add(pc.take(month_days, pc.max_element_wise(pc.min_element_wise(mo, 12), 0)),
+                 pc.cast(pc.and_(leap, pc.equal(mo, 2)), pa.int64()))
+    ok = pc.and_(found, pc.and_(pc.and_(pc.greater_equal(mo, 1), pc.less_equal(mo, 12)),
+                                pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, dim))))
+    ok = pc.and_(ok, pc.and_(pc.less_equal(h, 23), pc.and_(pc.less_equal(mi, 59), pc.less_equal(s, 59))))
+    # days_from_civil (H. Hinnant), on int64 arrays; exact for every year 0000..9999.
+    yy = pc.subtract(y, pc.cast(pc.less_equal(mo, 2), pa.int64()))
+    era = pc.divide(yy, 400)  # yy >= -1: only year 0000 in Jan/Feb gives -1, floored below
+    era = pc.if_else(pc.less(yy, 0), -1, era)
+    yoe = pc.subtract(yy, pc.multiply(era, 400))
+    mp = pc.if_else(pc.greater(mo, 2), pc.subtract(mo, 3), pc.add(mo, 9))
+    doy = pc.add(pc.divide(pc.add(pc.multiply(mp, 153), 2), 5), pc.subtract(d, 1))
+    doe = pc.add(pc.add(pc.multiply(yoe, 365), pc.divide(yoe, 4)), pc.subtract(doy, pc.divide(yoe, 100)))
+    days = pc.add(pc.multiply(era, 146097), pc.subtract(doe, 719468))
+    secs = pc.add(pc.multiply(days, 86400), pc.add(pc.multiply(h, 3600), pc.add(pc.multiply(mi, 60), s)))
+    frac = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(m.field("frac"), ""), 0, 6), width=6, padding="0")
+    micros = pc.add(pc.multiply(secs, 1_000_000), pc.cast(pc.if_else(found, frac, "0"), pa.int64()))
     ok = pc.fill_null(ok, False)
     bad = pc.and_(text.is_valid(), pc.invert(ok))
     return pc.if_else(ok, micros, pa.scalar(None, pa.int64())), bad

@@ -9,6 +9,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from schemahub.compact import table_partition
+from schemahub.layout import COMPACTED, CURATED, RAW, parse_raw_key
 from schemahub.store.base import ObjectStore
 from schemahub.table import FILE_SCHEMA, TRADES
 
@@ -40,11 +42,14 @@ PIVOT m ON market USING first(vwap) GROUP BY minute ORDER BY minute
 """
 
 
-def dataset(store: ObjectStore) -> ds.Dataset | None:
-    """The table's files as a pyarrow dataset (None if there are none yet): parts, or a day's compacted copy."""
+def dataset(store: ObjectStore, keys: list[str] | None = None) -> ds.Dataset | None:
+    """The table's files as a pyarrow dataset (None if there are none yet): parts, or a day's compacted copy.
+
+    Rows as stored: a trade id held by two raw objects appears twice here; the `trades` view keeps one.
+    """
     from schemahub.compact import read_layout
 
-    keys = read_layout(store).keys()
+    keys = read_layout(store).keys() if keys is None else keys
     if not keys:
         return None
     fs_kwargs = {}
@@ -77,14 +82,20 @@ def _file_and_keys() -> pa.Schema:
 
 
 def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session)."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone='UTC'")
+    """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session).
+
+    Each part holds a trade id once (the transform), and so does each compacted day, across parts too
+    (compaction keeps the row from the lowest raw key). The view adds no dedupe of its own: a window over
+    every row cost 10-20x on days read as parts (bench_query), and with a unique raw chain no two objects
+    hold the same trade.
+    """
     from schemahub.compact import read_layout
 
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
     local = store.local_path("curated/x") is not None
-    keys = read_layout(store).keys() if local else []
-    if keys:
+    keys = read_layout(store).keys()
+    if keys and local:
         # Local folder: DuckDB's own Parquet reader (parallel, partition keys from the paths) over the files
         # a consistent reader takes: per product-day, its parts or its compacted copy (schemahub.compact).
         files = ", ".join("'" + store.local_path(k).replace("'", "''") + "'" for k in keys)
@@ -92,7 +103,7 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
                     "hive_types = {'exchange': VARCHAR, 'product_id': VARCHAR, 'date': DATE})")
     else:
         # S3 (DuckDB has no httpfs offline) or an empty table: a registered pyarrow dataset.
-        data = dataset(store) if not local else None
+        data = dataset(store, keys) if keys else None
         con.register("_curated", data if data is not None else
                      pa.table({f.name: pa.array([], f.type) for f in _file_and_keys()}))
     con.execute(f"CREATE VIEW trades AS SELECT {_COLUMNS} FROM _curated")
@@ -109,13 +120,15 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
         "FROM trades GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     sizes: dict[tuple[str, str], list[int]] = {}
-    for info in store.list("raw/"):
-        _, ex, pid, _ = info.key.split("/", 3)
-        sizes.setdefault((ex, pid), [0, 0, 0])[0] += info.size
-    for base, slot in (("curated/", 1), ("compacted/", 2)):
+    for info in store.list(RAW):
+        rk = parse_raw_key(info.key)
+        if rk is not None:  # a stray file under raw/ belongs to no product
+            sizes.setdefault((rk.exchange, rk.product_id), [0, 0, 0])[0] += info.size
+    for base, slot in ((CURATED, 1), (COMPACTED, 2)):
         for info in store.list(base):
-            parts = dict(p.split("=", 1) for p in info.key.split("/")[1:3])
-            sizes.setdefault((parts["exchange"], parts["product_id"]), [0, 0, 0])[slot] += info.size
+            parsed = table_partition(info.key, warn=False)  # read_layout has warned about the others
+            if parsed is not None:
+                sizes.setdefault(parsed[1][:2], [0, 0, 0])[slot] += info.size
     out = []
     seen = set()
     for ex, pid, n, first, last in rows:

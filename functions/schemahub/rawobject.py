@@ -100,6 +100,8 @@ def _parse_header(line: bytes, key: str) -> RawHeader:
 
 
 def _gunzip(data: bytes, key: str) -> bytes:
+    if not data:
+        raise DamagedObject(key, "empty (0 bytes): not a gzip object")
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:

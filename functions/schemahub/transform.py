@@ -8,6 +8,7 @@ it is written last, so a crash only means the object is transformed again.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -20,8 +21,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemahub import rawobject
-from schemahub.errors import NotFound, SchemahubError
-from schemahub.layout import curated_key, marker_key, marker_prefix, quarantine_key
+from schemahub.compact import invalidate_compaction
+from schemahub.errors import DamagedObject, NotFound, SchemahubError
+from schemahub.layout import (
+    RawKey,
+    curated_key,
+    damaged_key,
+    damaged_prefix,
+    marker_key,
+    marker_prefix,
+    parse_raw_key,
+    parse_table_file,
+    quarantine_key,
+    raw_key_of_damaged,
+)
 from schemahub.mapping import Compiled, compile_mapping
 from schemahub.sources.spec import load_exchange
 from schemahub.store.base import ObjectStore
@@ -52,8 +65,10 @@ class ObjectResult:
     raw_key: str
     rows: int = 0
     quarantined: int = 0
+    duplicates: int = 0  # exact repeats of a trade already in the object (raw keeps them; the table does not)
     files: list[str] = field(default_factory=list)
     last_trade_us: int | None = None  # newest trade time, for the freshness metric
+    removed: list[str] = field(default_factory=list)  # files of an earlier transform this one no longer writes
 
 
 @dataclass
@@ -61,69 +76,143 @@ class TransformResult:
     objects: int = 0
     rows: int = 0
     quarantined: int = 0
+    duplicates: int = 0
     files: int = 0
     pending: list[str] = field(default_factory=list)
     by_product: dict[str, dict] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)  # raw key -> reason: set aside, see damaged/
+    failed: dict[str, str] = field(default_factory=dict)   # raw key -> error: left for the next run
+    stray: list[str] = field(default_factory=list)         # keys under raw/ that are not raw objects (ignored)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.failed
 
 
 class Transformer:
-    """Turns raw objects into curated files; mappings are compiled once per exchange."""
+    """Turns raw objects into curated files; mappings are compiled once per exchange.
+
+    Nothing learnt from one raw object changes how another is read: the compiled mapping is the only
+    state kept between objects (and between invocations of a warm Lambda).
+    """
 
     def __init__(self, store: ObjectStore, *, mappings_dir=None) -> None:
         self.store = store
         self.mappings_dir = mappings_dir
-        self._compiled: dict[str, Compiled] = {}
+        self._compiled: dict[str, tuple[Compiled, bool]] = {}
+
+    def _load(self, exchange: str) -> tuple[Compiled, bool]:
+        if exchange not in self._compiled:
+            spec = load_exchange(exchange, self.mappings_dir)
+            # The header's min_id/max_id are the source's id field; check them only where the table's trade_id
+            # is that same field.
+            same_id = spec.table.columns["trade_id"].path == spec.source.trades.id_field
+            self._compiled[exchange] = (compile_mapping(spec.table), same_id)
+        return self._compiled[exchange]
 
     def compiled(self, exchange: str) -> Compiled:
-        if exchange not in self._compiled:
-            self._compiled[exchange] = compile_mapping(load_exchange(exchange, self.mappings_dir).table)
-        return self._compiled[exchange]
+        return self._load(exchange)[0]
+
+    def _raw_keys(self, prefix: str) -> tuple[list[str], list[str]]:
+        """(raw object keys, stray keys) under prefix; strays are logged and never transformed."""
+        keys, stray = [], []
+        for o in self.store.list(prefix):
+            (keys if parse_raw_key(o.key) is not None else stray).append(o.key)
+        for key in stray:
+            log.warning("%s: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<20-digit cursor>.jsonl.gz); "
+                        "ignored: move it out of raw/", key)
+        return keys, stray
 
     def pending(self, *, rebuild: bool = False, prefix: str = "raw/") -> list[str]:
         """Raw keys not yet transformed (all of them with rebuild)."""
-        raw = [o.key for o in self.store.list(prefix)]
+        return self._pending(rebuild=rebuild, prefix=prefix)[0]
+
+    def _pending(self, *, rebuild: bool, prefix: str) -> tuple[list[str], list[str]]:
+        raw, stray = self._raw_keys(prefix)
         if rebuild:
-            return raw
+            return raw, stray
         done = {o.key for o in self.store.list(marker_prefix(prefix))}
-        return [k for k in raw if marker_key(k) not in done]
+        return [k for k in raw if marker_key(k) not in done], stray
 
     def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None) -> TransformResult:
-        """Transform pending raw objects under prefix; stop starting new ones after deadline (time.monotonic())."""
+        """Transform pending raw objects under prefix; stop starting new ones after deadline (time.monotonic()).
+
+        One object's failure never stops the others: a damaged object is set aside (recorded under damaged/,
+        reported in .damaged), any other per-object error is reported in .failed; the rest go on.
+        """
         res = TransformResult()
-        keys = self.pending(rebuild=rebuild, prefix=prefix)
+        keys, res.stray = self._pending(rebuild=rebuild, prefix=prefix)
         if dry_run:
             res.pending = keys
             return res
+        marked_damaged = {raw_key_of_damaged(o.key) for o in self.store.list(damaged_prefix(prefix))}
         for key in keys:
             if deadline is not None and time.monotonic() > deadline:
                 res.pending.append(key)
                 continue
-            r = self.transform_object(key, rebuild=rebuild)
+            try:
+                r = self.transform_object(key, rebuild=rebuild, was_damaged=key in marked_damaged)
+            except DamagedObject as e:
+                res.damaged[key] = e.reason
+                continue
+            except SchemahubError as e:
+                log.error("%s: not transformed: %s", key, e)
+                res.failed[key] = str(e)
+                continue
             res.objects += 1
             res.rows += r.rows
             res.quarantined += r.quarantined
+            res.duplicates += r.duplicates
             res.files += len(r.files)
-            _, ex, pid, _ = key.split("/", 3)
-            agg = res.by_product.setdefault(f"{ex}/{pid}", {"rows": 0, "quarantined": 0})
+            rk = parse_raw_key(key)
+            agg = res.by_product.setdefault(f"{rk.exchange}/{rk.product_id}", {"rows": 0, "quarantined": 0, "duplicates": 0})
             agg["rows"] += r.rows
             agg["quarantined"] += r.quarantined
+            agg["duplicates"] += r.duplicates
         return res
 
-    def transform_object(self, raw_key: str, *, rebuild: bool = False) -> ObjectResult:
+    def transform_object(self, raw_key: str, *, rebuild: bool = False, was_damaged: bool | None = None) -> ObjectResult:
         """Transform one raw object; safe to repeat (same files, same bytes).
 
-        rebuild also removes quarantine left by an earlier mapping, which a
-        plain repeat cannot have produced differently.
+        rebuild also removes what an earlier transform of the object wrote and this one does not (files on
+        other days, quarantine), and invalidates the compaction of every day whose part changed.
+        A damaged object raises DamagedObject after it is recorded under damaged/ with its reason.
+        was_damaged: whether a damaged/ record exists (None: look).
         """
+        rk = parse_raw_key(raw_key)
+        if rk is None:
+            raise SchemahubError(f"{raw_key}: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<cursor>.jsonl.gz)")
+        try:
+            res = self._transform(rk, rebuild=rebuild)
+        except DamagedObject as e:
+            record = {"raw_key": raw_key, "reason": e.reason}
+            self.store.put(damaged_key(raw_key), json.dumps(record, sort_keys=True).encode())
+            log.error("%s: damaged, set aside (recorded in %s): %s. The other objects go on; restore the object "
+                      "from a copy or delete it, then run transform again", raw_key, damaged_key(raw_key), e.reason)
+            raise
+        if was_damaged or (was_damaged is None and rebuild):
+            self.store.delete(damaged_key(raw_key))  # readable again (restored): no longer set aside
+        return res
+
+    def _transform(self, rk: RawKey, *, rebuild: bool) -> ObjectResult:
+        raw_key = rk.key
         try:
             data = self.store.get(raw_key).data
         except NotFound:
             raise SchemahubError(f"{raw_key}: raw object not found") from None
         header, rest = rawobject.split(data, raw_key)
-        exchange, product_id, symbol, fetched = header.exchange, header.product_id, header.symbol, header.fetched_at
-        table, bad = build_table(self.compiled(exchange), rest, header=header.doc, raw_key=raw_key, fetched=fetched)
-        res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows)
+        if (header.exchange, header.product_id, header.start) != (rk.exchange, rk.product_id, rk.start):
+            raise DamagedObject(raw_key, f"header names {header.exchange}/{header.product_id} from cursor "
+                                         f"{header.start}, not what its key says")
+        compiled, same_id = self._load(header.exchange)
+        table, bad, info = build_table(compiled, rest, header=header.doc, raw_key=raw_key, fetched=header.fetched_at,
+                                  n=header.count)  # split() checked the line count against the header
+        if same_id and info.get("id_range") is not None:
+            rawobject.check_ids(header, raw_key, *info["id_range"])
+        res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows, duplicates=info["duplicates"])
+        old = self._old_marker(raw_key) if rebuild else None
         self._write_quarantine(raw_key, bad, clean_stale=rebuild)
+        digests: dict[str, str] = {}
         if table.num_rows:
             res.last_trade_us = pc.max(pc.cast(table["trade_time"], pa.int64())).as_py()
             days = pc.cast(table["trade_time"], pa.date32())  # the UTC day
@@ -131,13 +220,48 @@ class Transformer:
             for day in ([lo] if lo == hi else sorted(pc.unique(days).to_pylist())):
                 day = day.as_py() if hasattr(day, "as_py") else day
                 part = table if lo == hi else table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-                key = curated_key(exchange, product_id, day.isoformat(), raw_key)
-                self.store.put(key, write_parquet(part))
+                key = curated_key(header.exchange, header.product_id, day.isoformat(), raw_key)
+                body = write_parquet(part)
+                self.store.put(key, body)
                 res.files.append(key)
-        marker = {"raw_key": raw_key, "rows": res.rows, "quarantined": res.quarantined, "files": res.files,
-                  "symbol": symbol}
+                digests[key] = hashlib.sha256(body).hexdigest()[:32]
+        if old is not None:
+            self._retire(old, digests, res)
+        marker = {"raw_key": raw_key, "rows": res.rows, "quarantined": res.quarantined, "duplicates": res.duplicates,
+                  "files": res.files, "digests": digests, "symbol": header.symbol}
         self.store.put(marker_key(raw_key), json.dumps(marker, sort_keys=True).encode())
         return res
+
+    def _old_marker(self, raw_key: str) -> dict | None:
+        try:
+            doc = json.loads(self.store.get(marker_key(raw_key)).data)
+        except NotFound:
+            return None
+        except ValueError:
+            log.warning("%s: unreadable marker; its files cannot be checked", marker_key(raw_key))
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _retire(self, old: dict, digests: dict[str, str], res: ObjectResult) -> None:
+        """After a rebuild: delete the earlier transform's files this one no longer writes, and invalidate the
+        compaction of each day whose part changed or went (its compacted copy holds the old rows)."""
+        old_digests = old.get("digests") or {}
+        changed = set()
+        for key in old.get("files") or []:
+            if not isinstance(key, str) or parse_table_file(key) is None:
+                continue
+            if key not in digests:
+                self.store.delete(key)
+                res.removed.append(key)
+                changed.add(key)
+            elif old_digests.get(key) != digests[key]:
+                changed.add(key)
+        for key in sorted(changed):
+            _, path, _ = parse_table_file(key)
+            invalidate_compaction(self.store, path)
+        if res.removed:
+            log.info("%s: removed %d file(s) an earlier mapping wrote: %s", res.raw_key, len(res.removed),
+                     ", ".join(res.removed))
 
     def _write_quarantine(self, raw_key: str, bad: pa.Table, *, clean_stale: bool) -> None:
         key = quarantine_key(raw_key)
@@ -148,6 +272,19 @@ class Transformer:
         lines = [json.dumps(r, sort_keys=True) for r in bad.to_pylist()]  # only bad rows: rare, not the hot path
         self.store.put(key, ("\n".join(lines) + "\n").encode())
         log.warning("%s: %d row(s) quarantined in %s", raw_key, bad.num_rows, key)
+
+
+def positions(n: int) -> pa.Array:
+    """0, 1, ..., n-1 as int64, without a Python list."""
+    return pc.subtract(pc.cumulative_sum(constant(1, pa.int64(), n)), 1) if n else pa.array([], pa.int64())
+
+
+def group_heads(sorted_values: pa.Array) -> pa.Array:
+    """True where a value differs from the one before it (the first row of each run of equal values)."""
+    if len(sorted_values) == 0:
+        return pa.array([], pa.bool_())
+    diff = pc.fill_null(pc.not_equal(sorted_values[1:], sorted_values[:-1]), True)
+    return pa.concat_arrays([pa.array([True]), diff])
 
 
 def constant(value, type_: pa.DataType, n: int) -> pa.Array:
@@ -164,12 +301,32 @@ def split_lines(rest: bytes) -> pa.Array:
     return pc.split_pattern(pa.array([rest], pa.binary()), b"\n").flatten().cast(pa.string())
 
 
-def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime) -> tuple[pa.Table, pa.Table]:
-    """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons)."""
-    lines = LazyLines(rest)
+_GENESIS_US = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z: no crypto trade is older than Bitcoin's first block
+_FUTURE_US = 86_400_000_000          # a trade more than a day after its object was fetched is a misprint
+
+
+def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime,
+                n: int | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons, info).
+
+    info: duplicates (exact repeats of a trade id dropped: the first line wins), id_range (min, max) of
+    the numeric trade ids of every line, or None if some id is not numeric.
+    """
+    lines = LazyLines(rest, n)
+    n = len(lines)
     cols, bad = compiled.apply(lines, rest)
+    _check_values(cols, bad, fetched)
+    ints = _int_ids(cols["trade_id"]) if n else None
+    info = {"duplicates": 0, "id_range": None}
+    if ints is not None:
+        info["id_range"] = tuple(v.as_py() for v in pc.min_max(ints).values())
     good = bad.reason.is_null()
-    n_good = pc.sum(pc.cast(good, pa.int64())).as_py() or 0
+    drop = _duplicates(cols, good, bad, n, ints)
+    if drop is not None:
+        info["duplicates"] = pc.sum(pc.cast(drop, pa.int64())).as_py() or 0
+        good = bad.reason.is_null()  # a repeat with other values is now marked bad
+    keep = good if drop is None else pc.and_(good, pc.invert(drop))
+    n_good = pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
     product_id = header["product_id"]
     base, _, quote = product_id.partition("-")
     const = {
@@ -179,7 +336,7 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
     arrays = []
     for f in FILE_SCHEMA:
         if f.name in cols:
-            arr = cols[f.name].filter(good) if n_good != len(lines) else cols[f.name]
+            arr = cols[f.name].filter(keep) if n_good != n else cols[f.name]
             arrays.append(arr.cast(f.type))
         else:
             arrays.append(constant(const[f.name], f.type, n_good))
@@ -187,28 +344,102 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
     if n_good > 1:
         # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic.
         table = table.take(pc.sort_indices(table["trade_time"]))
-    if n_good == len(lines):
-        return table, pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
+    empty = pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
+    n_bad = n - pc.sum(pc.cast(good, pa.int64())).as_py() if n else 0
+    if n_bad == 0:
+        return table, empty, info
     bad_mask = pc.invert(good)
-    line_no = pc.add(pc.cumulative_sum(constant(1, pa.int64(), len(lines))), 1)  # line 1 is the header
+    line_no = pc.add(pc.cumulative_sum(constant(1, pa.int64(), n)), 1)  # line 1 is the header
     quarantined = pa.table({
-        "raw_key": constant(raw_key, pa.string(), len(lines) - n_good),
+        "raw_key": constant(raw_key, pa.string(), n_bad),
         "line": line_no.filter(bad_mask),
         "field": bad.field.filter(bad_mask),
         "reason": bad.reason.filter(bad_mask),
         "value": bad.value.filter(bad_mask),
         "raw": lines.array.filter(bad_mask),
     })
-    return table, quarantined
+    return table, quarantined, info
+
+
+def _check_values(cols: dict, bad, fetched: datetime) -> None:
+    """Quarantine values no exchange prints for a real trade: price <= 0, size <= 0, impossible times.
+
+    One min/max pass per column; the row masks are only built when a bound is crossed (rare)."""
+    limit = int(fetched.timestamp()) * 1_000_000 + fetched.microsecond + _FUTURE_US
+    price, size = cols["price"], cols["size"]
+    micros = pc.cast(cols["trade_time"], pa.int64())
+    zero = pa.scalar(0, pa.int64())
+    lo_p = pc.min(price).as_py()
+    if lo_p is not None and lo_p <= 0:
+        bad.mark(pc.less_equal(price, pc.cast(zero, price.type)), "price", "not positive (a price must be > 0)",
+                 bad.texts["price"])
+    lo_s = pc.min(size).as_py()
+    if lo_s is not None and lo_s <= 0:
+        bad.mark(pc.less(size, pc.cast(zero, size.type)), "size", "negative size", bad.texts["size"])
+        bad.mark(pc.equal(size, pc.cast(zero, size.type)), "size", "zero size (a trade of nothing)", bad.texts["size"])
+    lo_t, hi_t = (v.as_py() for v in pc.min_max(micros).values())
+    if lo_t is not None and lo_t < _GENESIS_US:
+        bad.mark(pc.less(micros, _GENESIS_US), "trade_time", "before 2009-01-03 (older than any crypto trade)",
+                 bad.texts["trade_time"])
+    if hi_t is not None and hi_t > limit:
+        bad.mark(pc.greater(micros, limit), "trade_time",
+                 f"more than a day after the object was fetched ({fetched.isoformat()})", bad.texts["trade_time"])
+
+
+def _int_ids(ids: pa.Array) -> pa.Array | None:
+    """The trade ids as int64, or None when some line's id is missing or not an integer."""
+    if ids.null_count:
+        return None
+    try:
+        return pc.cast(ids, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _duplicates(cols: dict, good: pa.Array, bad, n: int, ints: pa.Array | None = None) -> pa.Array | None:
+    """Mask of good rows that repeat an earlier line's trade id with the same values (dropped: raw keeps
+    them, the table holds each trade once), or None if there are none. A repeat with different values is
+    marked bad instead (quarantined), so the first line of an id is the one the table holds."""
+    if n < 2:
+        return None
+    n_good = pc.sum(pc.cast(good, pa.int64())).as_py() or 0
+    # The usual case, one cheap hash pass: all ids distinct (on integers where the ids are integers).
+    probe = ints if ints is not None else cols["trade_id"]
+    if n_good == n and pc.count_distinct(probe).as_py() == n:
+        return None
+    ids = pc.if_else(good, cols["trade_id"], pa.scalar(None, pa.string()))
+    if pc.count_distinct(ids, mode="only_valid").as_py() == n_good:
+        return None
+    pos = positions(n)
+    order = pc.sort_indices(pa.table({"id": ids, "pos": pos}), sort_keys=[("id", "ascending"), ("pos", "ascending")])
+    head = group_heads(ids.take(order))
+    start = pc.cumulative_max(pc.if_else(head, pos, 0))
+    # Per line: the first line holding its trade id (order.take(start), put back in line order).
+    leader_a = order.take(start).take(pc.sort_indices(order))
+    repeat = pc.and_(good, pc.not_equal(leader_a, pos))
+    same = None
+    for name in ("price", "size", "side", "trade_time"):
+        col = cols[name]
+        eq = pc.fill_null(pc.equal(col, col.take(leader_a)), False)
+        both_null = pc.and_(col.is_null(), col.take(leader_a).is_null())
+        eq = pc.or_(eq, both_null)
+        same = eq if same is None else pc.and_(same, eq)
+    conflict = pc.and_(repeat, pc.invert(same))
+    if pc.any(conflict).as_py():
+        first_line = pc.cast(pc.add(leader_a, 2), pa.string())  # file line numbers: the header is line 1
+        reason = pc.binary_join_element_wise("duplicate trade id with other values than line ", first_line,
+                                             " (kept the first)", "")
+        bad.mark_each(conflict, "trade_id", reason, cols["trade_id"])
+    return pc.and_(repeat, same)
 
 
 class LazyLines:
     """The object's lines: counted cheaply, split into an array only when needed (regex path, quarantine)."""
 
-    def __init__(self, rest: bytes) -> None:
+    def __init__(self, rest: bytes, n: int | None = None) -> None:
         self.rest = rest
         self._array = None
-        self._n = rest.count(b"\n") + (0 if not rest or rest.endswith(b"\n") else 1)
+        self._n = n if n is not None else rest.count(b"\n") + (0 if not rest or rest.endswith(b"\n") else 1)
 
     def __len__(self) -> int:
         return self._n
