@@ -123,6 +123,13 @@ def quarantine_key(raw_key: str) -> str:
     return QUARANTINE + raw_key.removeprefix(RAW).removesuffix(".gz")
 
 
+def parse_quarantine_key(key: str) -> RawKey | None:
+    """The raw object a quarantine file came from, or None for a key that is not one."""
+    if not key.startswith(QUARANTINE) or not key.endswith(".jsonl"):
+        return None
+    return parse_raw_key(RAW + key.removeprefix(QUARANTINE) + ".gz")
+
+
 # ------------------------------------------------------------------ table files
 
 def partition(exchange: str, product_id: str, date: str) -> str:
