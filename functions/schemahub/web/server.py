@@ -27,8 +27,10 @@ from schemahub.web import status
 
 log = logging.getLogger("schemahub.web")
 
-_STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
-           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/style.css": ("style.css", "text/css; charset=utf-8")}
+_HTML = "text/html; charset=utf-8"
+_STATIC = {"/": ("index.html", _HTML), "/index.html": ("index.html", _HTML),
+           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+           "/style.css": ("style.css", "text/css; charset=utf-8")}
 # The page loads nothing from anywhere else: a stray CDN link would fail loudly, offline or not.
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"
 
@@ -50,7 +52,8 @@ class StatusServer:
             self.httpd = ThreadingHTTPServer((host, port), self._handler())
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise UsageError(f"port {port} on {host} is already in use: pass --port N (0 picks a free one)") from None
+                raise UsageError(f"port {port} on {host} is already in use: pass --port N (0 picks a free one)") \
+                    from None
             raise
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -61,7 +64,8 @@ class StatusServer:
         return f"http://{host}:{port}/"
 
     def start(self) -> str:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="schemahub-web", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="schemahub-web", daemon=True)
         self._thread.start()
         return self.url
 
@@ -90,8 +94,9 @@ class StatusServer:
         if path == "/api/coverage":
             return status.coverage_payload(self.store)
         if path == "/api/candles":
-            return status.candles_payload(self.store, query.get("exchange"), query.get("product"),
-                                          query.get("interval"), query.get("start"), query.get("end"))
+            return status.candles_payload(self.store, exchange=query.get("exchange"), product=query.get("product"),
+                                          interval=query.get("interval"), start=query.get("start"),
+                                          end=query.get("end"))
         raise KeyError(path)
 
     def _handler(self):

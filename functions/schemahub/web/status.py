@@ -25,7 +25,7 @@ STALE_S = 2 * 3600
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
              "1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1)}
 DEFAULT_CANDLES = 120
-MAX_CANDLES = 2000
+MAX_CANDLES = 20_000  # two weeks of 1m bars
 
 
 def freshness(age_s: float | None, fresh_s: float = FRESH_S, stale_s: float = STALE_S) -> str:
@@ -145,7 +145,8 @@ def coverage_payload(store: ObjectStore) -> dict:
     """/api/coverage: rows per product and UTC day; a day without rows between a product's first and last is a hole."""
     con = connect(store)
     try:
-        rows = con.execute("SELECT exchange, product_id, date, count(*) FROM trades GROUP BY ALL ORDER BY ALL").fetchall()
+        rows = con.execute("SELECT exchange, product_id, date, count(*) FROM trades GROUP BY ALL ORDER BY ALL"
+                           ).fetchall()
     finally:
         con.close()
     per: dict[tuple[str, str], dict[date, int]] = {}
@@ -156,8 +157,8 @@ def coverage_payload(store: ObjectStore) -> dict:
         first, last = min(days), max(days)
         holes = [first + timedelta(days=k) for k in range((last - first).days + 1)
                  if first + timedelta(days=k) not in days]
-        products.append({"exchange": ex, "product_id": pid, "first_day": first.isoformat(), "last_day": last.isoformat(),
-                         "days": [[d.isoformat(), n] for d, n in sorted(days.items())],
+        products.append({"exchange": ex, "product_id": pid, "first_day": first.isoformat(),
+                         "last_day": last.isoformat(), "days": [[d.isoformat(), n] for d, n in sorted(days.items())],
                          "holes": [d.isoformat() for d in holes]})
     all_days = [d for days in per.values() for d in days]
     return {"first_day": min(all_days).isoformat() if all_days else None,
@@ -171,7 +172,8 @@ def parse_time(text: str | None, name: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{name}={text!r} is not an ISO-8601 date or time (e.g. 2026-12-01 or 2026-12-01T12:00:00Z)") from None
+        raise UsageError(f"{name}={text!r} is not an ISO-8601 date or time "
+                         "(e.g. 2026-12-01 or 2026-12-01T12:00:00Z)") from None
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
@@ -198,7 +200,7 @@ def _floor(ts: datetime, width: timedelta) -> datetime:
     return epoch + ((ts - epoch) // width) * width
 
 
-def candles_payload(store: ObjectStore, exchange: str | None, product: str | None, interval: str | None = "1m",
+def candles_payload(store: ObjectStore, *, exchange: str | None, product: str | None, interval: str | None = "1m",
                     start: str | None = None, end: str | None = None) -> dict:
     """/api/candles: OHLCV bars of one product; without start, up to DEFAULT_CANDLES intervals up to its last trade.
 
@@ -237,7 +239,7 @@ def candles_payload(store: ObjectStore, exchange: str | None, product: str | Non
             "sell_volume"]
     bars = []
     for r in rows:
-        bar = dict(zip(cols, r))
+        bar = dict(zip(cols, r, strict=True))
         bar["interval_start"] = _iso(bar["interval_start"])
         for c in ("open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "sell_volume"):
             bar[c] = _dec(bar[c])
