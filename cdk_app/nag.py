@@ -12,15 +12,22 @@ _PREFIXES = {
     "transformed": "transform writes and reads one marker per raw object",
     "curated": "transform writes Parquet files under Hive partitions",
     "quarantine": "transform writes rejected rows per raw object",
+    "bans": "ingest reads and records one ban object per exchange",
 }
 
 ACKNOWLEDGED = {
-    "AwsSolutions-S1": "Server access logs would double the PUT count of a write-heavy data bucket; enable "
-                       "CloudTrail S3 data events for an audit trail if needed.",
+    "AwsSolutions-S1": "Server access logs would add a log bucket and its storage (S3 delivers them best-effort, "
+                       "with no request charge) that nobody reads here; enable CloudTrail S3 data events, or access "
+                       "logs, when an audit trail is needed.",
+    "AwsSolutions-SNS2": "CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed SNS key, and a "
+                         "customer key costs $1/month plus a key policy; alarm notifications carry alarm names and "
+                         "states, no data.",
     "AwsSolutions-L1": "Python 3.12 is pinned because the layers are built from cp312 manylinux wheels (pyarrow); "
                        "moving runtimes means rebuilding the layers (cdk_app/package.py).",
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]":
-        "AWSLambdaBasicExecutionRole only lets each function write its own CloudWatch logs.",
+        "AWSLambdaBasicExecutionRole grants logs:CreateLogGroup, logs:CreateLogStream and logs:PutLogEvents on "
+        "Resource *, that is every log group of the account; a scoped inline policy would be tighter. Accepted: "
+        "the functions can write log lines, not read or delete them.",
     "AwsSolutions-IAM5[Resource::*]":
         "X-Ray (PutTraceSegments, PutTelemetryRecords) and CloudWatch Logs delivery for Step Functions have no "
         "resource-level permissions.",
@@ -28,6 +35,8 @@ ACKNOWLEDGED = {
         "Step Functions may invoke any version or alias of its own Plan function.",
     "AwsSolutions-IAM5[Resource::<IngestFunction4B2F2EB2.Arn>:*]":
         "Step Functions may invoke any version or alias of its own Ingest function.",
+    "AwsSolutions-IAM5[Resource::<SummaryFunctionF741E427.Arn>:*]":
+        "Step Functions may invoke any version or alias of its own Summary function.",
     **{f"AwsSolutions-IAM5[Resource::<Data666C94C7.Arn>/schemahub/{p}/*]": f"Scoped to one prefix: {why}."
        for p, why in _PREFIXES.items()},
     **{"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"

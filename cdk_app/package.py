@@ -14,11 +14,16 @@ CODE = BUILD / "lambda"
 LAYERS = ROOT / "layers" / "build"
 LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 
-# Which requirements go in which layer. boto3/botocore/urllib3 come with the Python runtime.
+# Which requirements go in which layer. boto3/botocore are pinned here rather than taken from the Python
+# runtime, whose bundled SDK version varies by region and lags: S3 conditional writes (IfNoneMatch, IfMatch)
+# need a recent botocore. A function's own boto3 on sys.path (/opt/python) comes before the runtime's.
 LAYER_PACKAGES = {
-    "core": ["aws-lambda-powertools", "pydantic", "pyyaml"],
+    "core": ["aws-lambda-powertools", "pydantic", "pyyaml", "boto3", "botocore", "s3transfer", "urllib3"],
     "arrow": ["pyarrow"],
 }
+
+
+SDK_SERVICES = {"s3", "sts", "sso", "sso-oidc"}
 
 
 def build_code(out: Path = CODE) -> Path:
@@ -71,6 +76,11 @@ def strip(target: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists():
                 path.unlink()
+    # botocore ships ~28 MB of models for 400+ services; the functions call S3 only (sts/sso: credentials).
+    for data in (target / "botocore" / "data", target / "boto3" / "data"):
+        for d in data.iterdir() if data.is_dir() else []:
+            if d.is_dir() and d.name not in SDK_SERVICES:
+                shutil.rmtree(d)
     for so in target.glob("**/*.so*"):
         subprocess.run(["strip", "--strip-unneeded", str(so)], check=False, capture_output=True)
 

@@ -1,8 +1,11 @@
-"""SQS-triggered transform: each message is an S3 ObjectCreated notification for raw/ objects."""
+"""SQS-triggered transform: each message is an S3 ObjectCreated notification for raw/ objects.
+
+Parsing uses Powertools' event classes (the S3 notification nested in SQS); transforming one object is
+schemahub.pipeline.transform_key, which skips objects already transformed.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from urllib.parse import unquote_plus
 
@@ -11,7 +14,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handlers.common import exchange_metric, logger, storage
-from schemahub.layout import marker_key
+from schemahub.layout import parse_raw_key
+from schemahub.pipeline import transform_key
 from schemahub.store import open_store
 from schemahub.transform import Transformer
 
@@ -26,35 +30,35 @@ def _transformer() -> Transformer:
     return _state["t"]
 
 
-def raw_keys(body: str, prefix: str) -> list[str]:
-    """Store-relative raw keys named by one S3 notification (empty for s3:TestEvent)."""
-    doc = json.loads(body)
+def raw_keys(record: SQSRecord, prefix: str) -> list[str]:
+    """Store-relative raw keys named by one S3 notification (none for s3:TestEvent)."""
+    body = record.json_body
+    if not isinstance(body, dict) or "Records" not in body:
+        return []  # s3:TestEvent, sent once when the notification is configured
     out = []
-    for rec in doc.get("Records", []):
-        key = unquote_plus(rec["s3"]["object"]["key"])
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-        if key.startswith("raw/"):
+    for rec in record.decoded_nested_s3_event.records:
+        key = unquote_plus(rec.s3.get_object.key)
+        key = key.removeprefix(prefix)
+        if parse_raw_key(key) is not None:
             out.append(key)
     return out
 
 
 def record_handler(record: SQSRecord) -> None:
     t = _transformer()
-    prefix = getattr(t.store, "prefix", "")
-    for key in raw_keys(record.body, prefix):
-        if t.store.exists(marker_key(key)):
+    for key in raw_keys(record, getattr(t.store, "prefix", "")):
+        res = transform_key(t, key)
+        if res is None:
             logger.info("already transformed", extra={"raw_key": key})  # a duplicate delivery changes nothing
             continue
-        res = t.transform_object(key)
-        _, exchange, product_id, _ = key.split("/", 3)
-        exchange_metric("RowsTransformed", res.rows, MetricUnit.Count, exchange)
-        exchange_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, exchange)
+        parts = parse_raw_key(key)
+        exchange_metric("RowsTransformed", res.rows, MetricUnit.Count, parts.exchange)
+        exchange_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, parts.exchange)
         freshness = None
         if res.last_trade_us is not None:
             freshness = round(max(0.0, time.time() - res.last_trade_us / 1e6), 1)
-            exchange_metric("FreshnessSeconds", freshness, MetricUnit.Seconds, exchange)
-        logger.info("transformed", extra={"raw_key": key, "exchange": exchange, "product_id": product_id,
+            exchange_metric("FreshnessSeconds", freshness, MetricUnit.Seconds, parts.exchange)
+        logger.info("transformed", extra={"raw_key": key, "exchange": parts.exchange, "product_id": parts.product_id,
                                           "rows": res.rows, "quarantined": res.quarantined, "freshness_s": freshness})
 
 

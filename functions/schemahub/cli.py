@@ -217,48 +217,93 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
         w.writerow(columns)
         w.writerows(rows)
     else:
-        cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+        from schemahub.output import plain_decimal
+
+        cells = [[("" if v is None else plain_decimal(v) if isinstance(v, Decimal) else str(v)) for v in r] for r in rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        right = [bool(rows) and all(isinstance(r[i], int | float | Decimal) and not isinstance(r[i], bool)
+                                    for r in rows if r[i] is not None) for i in range(len(columns))]
+        print("  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(columns, widths, right)).rstrip())
         print("  ".join("-" * w for w in widths))
         for r in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+            print("  ".join(v.rjust(w) if a else v.ljust(w) for v, w, a in zip(r, widths, right)).rstrip())
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
+# ------------------------------------------------------------------ query, export, candles (schemahub.output streams)
+
 def cmd_query(args) -> int:
-    import duckdb
+    """SQL over `trades` (and the candles macro), streamed in record batches: constant memory for any result."""
+    from schemahub.api import Lake
+    from schemahub.output import query_batches, write
 
-    from schemahub.query import connect
-    from schemahub.store import open_store
-
-    con = connect(open_store(args.storage))
-    try:
-        cur = con.execute(args.sql)
-    except duckdb.Error as e:
-        raise SchemahubError(f"query failed: {str(e).splitlines()[0]}") from None
-    _print_rows([d[0] for d in cur.description], cur.fetchall(), args.format)
+    write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), args.format)
     return 0
 
 
-def cmd_stats(args) -> int:
-    from schemahub.query import stats
-    from schemahub.store import open_store
+def cmd_export(args) -> int:
+    from schemahub.api import Lake
+    from schemahub.output import format_for, query_batches, write
 
-    out = stats(open_store(args.storage))
-    cols = ["exchange", "product_id", "rows", "first_trade", "last_trade", "freshness_s", "raw_bytes", "curated_bytes",
-            "compacted_bytes",
-            "curated_to_raw", "bytes_per_trade"]
-    _print_rows(cols, [tuple(r.get(c) for c in cols) for r in out], args.format)
+    fmt = format_for(args.output, args.format)
+    n = write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), fmt, args.output)
+    print(f"wrote {n:,} rows to {args.output} ({fmt})")
+    return 0
+
+
+def cmd_candles(args) -> int:
+    from schemahub.api import Lake
+    from schemahub.output import write
+
+    lake = Lake(args.storage, mappings=args.mappings)
+    bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
+    write(bars.to_reader(), args.format, args.output)
+    return 0
+
+
+def _query_commands(sub, common) -> None:
+    from schemahub.candles import INTERVALS
+    from schemahub.output import FORMATS
+
+    s = sub.add_parser("query", parents=[common], help="run SQL over the `trades` view and `candles(...)` (DuckDB)")
+    s.add_argument("sql")
+    s.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv, json, parquet (piped)")
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("export", parents=[common], help="write a query's result to a Parquet, CSV or JSON file, streamed")
+    s.add_argument("sql")
+    s.add_argument("--output", "-o", required=True, help="FILE.parquet, FILE.csv or FILE.json")
+    s.add_argument("--format", choices=FORMATS[1:], help="override the format the file name implies")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("candles", parents=[common], help="OHLCV bars of one product (or all), exact decimals")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="unified product id (BTC-USD) or the exchange's symbol")
+    s.add_argument("--interval", choices=list(INTERVALS), default="1m")
+    s.add_argument("--start", help="first trade time, inclusive (ISO-8601 date or time, UTC)")
+    s.add_argument("--end", help="end, exclusive (ISO-8601 date or time, UTC)")
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.set_defaults(func=cmd_candles)
+
+
+def cmd_stats(args) -> int:
+    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact)."""
+    from schemahub.api import Lake, stats_for_people
+    from schemahub.output import write
+
+    table = Lake(args.storage, mappings=args.mappings).stats()
+    write((stats_for_people(table) if args.format == "table" else table).to_reader(), args.format)
     return 0
 
 
 def cmd_serve(args) -> int:
     """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C."""
-    from schemahub.store import open_store
+    from schemahub.api import Lake
     from schemahub.web.server import StatusServer
 
-    server = StatusServer(open_store(args.storage), port=args.port, fresh_s=args.fresh, stale_s=args.stale)
+    store = Lake(args.storage, mappings=args.mappings).store  # a storage folder that does not exist is an error
+    server = StatusServer(store, port=args.port, fresh_s=args.fresh, stale_s=args.stale)
     print(f"schemahub status page for {server.store.uri} on {server.url}  (JSON: {server.url}api/stats; Ctrl-C stops)",
           flush=True)
     server.serve_forever()
@@ -360,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
 
     p = argparse.ArgumentParser(prog="schemahub", description="Exact, gap-free crypto trades in one table.")
+    from schemahub import __version__
+
+    p.add_argument("--version", action="version", version=f"schemahub {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("update-seed", parents=[common], help="build the product list from the exchange's listing")
@@ -386,10 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seconds", type=float, help="stop after this long; the rest is done next run")
     s.set_defaults(func=cmd_transform)
 
-    s = sub.add_parser("query", parents=[common], help="run SQL over the `trades` view (DuckDB)")
-    s.add_argument("sql")
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.set_defaults(func=cmd_query)
+    _query_commands(sub, common)
 
     s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")

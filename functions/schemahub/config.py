@@ -15,13 +15,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def default_mappings_dir() -> Path:
-    """SCHEMAHUB_MAPPINGS, else the repo's mappings/, else mappings/ beside the package (Lambda)."""
+    """SCHEMAHUB_MAPPINGS, else the repo's mappings/ (a checkout), else the copy inside the installed package
+    (a wheel, see setup.py), else mappings/ beside the package (the Lambda code asset)."""
     env = os.environ.get("SCHEMAHUB_MAPPINGS")
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "mappings", here.parent / "mappings"):
-        if candidate.is_dir():
+    checkout = here.parent.parent / "mappings" if here.parent.name == "functions" else None
+    for candidate in (checkout, here / "mappings", here.parent / "mappings"):
+        if candidate is not None and candidate.is_dir():
             return candidate
     return here.parent.parent / "mappings"
 

@@ -20,6 +20,10 @@ class ConfigError(SchemahubError):
     """A mapping or setting is invalid; the message names file, line and key."""
 
 
+class QueryError(UsageError):
+    """SQL the engine rejected (syntax, unknown column, bad cast); the message is the engine's first line."""
+
+
 # ------------------------------------------------------------------ storage
 
 class StoreError(SchemahubError):
@@ -79,6 +83,20 @@ class ExchangeBanned(SourceError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class GeoBlocked(ExchangeBanned):
+    """The exchange refuses this IP's country (Binance: HTTP 451 to US addresses, AWS regions included).
+
+    Not a rate limit and not worth a retry: recorded like a ban, for a day, so no run keeps knocking.
+    """
+
+    PHRASE = "refuses requests from this IP's location"
+    BLOCK_S = 24 * 3600.0
+
+    def __init__(self, exchange: str, status: int) -> None:
+        super().__init__(f"{exchange} {self.PHRASE} (HTTP {status}); deploy in a region it serves (see README)",
+                         retry_after_s=self.BLOCK_S)
 
 
 class DeadlineReached(SchemahubError):

@@ -11,8 +11,9 @@ import yaml
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.config import default_mappings_dir
-from schemahub.errors import ConfigError, ExchangeBanned
-from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, record_ban
+from schemahub.errors import ConfigError
+from schemahub.landing import IngestOptions, Lander, ProductResult
+from schemahub.pipeline import ingest_product
 from schemahub.sources.base import Product, Source
 from schemahub.sources.build import build_source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
@@ -143,20 +144,14 @@ def ingest(
     """Land each product; one product's failure never stops the others."""
     lander = Lander(store, source, clock=clock, progress=progress)
     banned: list[str] = []
-    earlier = None if opts.dry_run else active_ban(store, source.exchange, clock)
-    if earlier:
-        return [ProductResult(source.exchange, p.product_id, status="skipped", message=earlier) for p in products]
 
     def one(p: Product) -> ProductResult:
         if banned:
             return ProductResult(source.exchange, p.product_id, status="skipped", message=f"exchange banned us: {banned[0]}")
-        try:
-            return lander.run(p, opts, deadline)
-        except ExchangeBanned as e:
-            if not banned:
-                record_ban(store, source.exchange, e, clock)
-            banned.append(str(e))
-            return ProductResult(source.exchange, p.product_id, status="failed", message=str(e))
+        res = ingest_product(store, source, p, opts, deadline, clock=clock, lander=lander)  # the Lambda's path too
+        if source.http.banned and not banned:
+            banned.append(source.http.banned)
+        return res
 
     if workers <= 1 or len(products) <= 1:
         return [one(p) for p in products]

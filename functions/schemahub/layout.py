@@ -123,9 +123,9 @@ def quarantine_key(raw_key: str) -> str:
     return QUARANTINE + raw_key.removeprefix(RAW).removesuffix(".gz")
 
 
-def parse_quarantine_key(key: str) -> RawKey | None:
-    """The raw object a quarantine file came from, or None for a key that is not one."""
-    if not key.startswith(QUARANTINE) or not key.endswith(".jsonl"):
+def raw_key_of_quarantine(key: str) -> RawKey | None:
+    """The raw object a quarantine object was set aside from (None for a stray key under quarantine/)."""
+    if not key.startswith(QUARANTINE):
         return None
     return parse_raw_key(RAW + key.removeprefix(QUARANTINE) + ".gz")
 

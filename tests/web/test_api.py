@@ -276,3 +276,10 @@ def test_serve_on_a_taken_port_says_so_in_one_line(lake, served):
     assert proc.returncode == 2
     assert err.strip() == (f"schemahub: error: port {port} on 127.0.0.1 is already in use: "
                            "pass --port N (0 picks a free one)")
+
+
+def test_serve_on_a_folder_that_does_not_exist_says_so_instead_of_showing_an_empty_lake(tmp_path):
+    proc = _serve_cli("--storage", str(tmp_path / "typo"), "--port", "0")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and out == ""
+    assert err.startswith(f"schemahub: error: storage '{tmp_path / 'typo'}': no such folder") and err.count("\n") == 1

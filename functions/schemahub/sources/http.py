@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import DeadlineReached, ExchangeBanned, Retryable, RetryBudgetExhausted, SourceError
+from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
 
 log = logging.getLogger("schemahub.http")
 
@@ -184,6 +184,10 @@ class HttpClient:
                 status = r.status
                 if self.weight is not None:
                     self.weight.observe(r.headers)
+                if status == 451 or (status == 403 and b"restricted location" in r.data.lower()):
+                    geo = GeoBlocked(self.name, status)  # a country block: no retry, and like a ban for every thread
+                    self.banned, self.banned_for = str(geo), geo.retry_after_s
+                    raise geo
                 if status in self.ban_statuses:
                     self.banned = (
                         f"{self.name}: HTTP {status} from {full}: banned (Retry-After={r.headers.get('Retry-After')}); "

@@ -47,7 +47,6 @@ class StatusServer:
         if not 0 < fresh_s <= stale_s:
             raise UsageError(f"--fresh {fresh_s:g} and --stale {stale_s:g}: need 0 < fresh <= stale (seconds)")
         self.store, self.clock, self.fresh_s, self.stale_s = store, clock, fresh_s, stale_s
-        self.quarantine = status.QuarantineCounter()
         try:
             self.httpd = ThreadingHTTPServer((host, port), self._handler())
         except OSError as e:
@@ -89,8 +88,7 @@ class StatusServer:
 
     def api(self, path: str, query: dict[str, str]) -> dict:
         if path == "/api/stats":
-            return status.stats_payload(self.store, self.clock.now(), fresh_s=self.fresh_s, stale_s=self.stale_s,
-                                        quarantine=self.quarantine)
+            return status.stats_payload(self.store, self.clock.now(), fresh_s=self.fresh_s, stale_s=self.stale_s)
         if path == "/api/coverage":
             return status.coverage_payload(self.store)
         if path == "/api/candles":

@@ -7,11 +7,11 @@ on the next request, and no connection is shared between server threads.
 
 from __future__ import annotations
 
-import threading
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from schemahub import layout
+from schemahub import candles
+from schemahub.api import quarantined_rows
 from schemahub.errors import UsageError
 from schemahub.query import connect, stats
 from schemahub.store.base import ObjectStore
@@ -21,9 +21,7 @@ from schemahub.store.base import ObjectStore
 FRESH_S = 15 * 60
 STALE_S = 2 * 3600
 
-#: Candle widths the page and /api/candles accept, and how many candles one answer may hold.
-INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
-             "1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1)}
+#: Candles per answer: without start, the last DEFAULT_CANDLES intervals; never more than MAX_CANDLES.
 DEFAULT_CANDLES = 120
 MAX_CANDLES = 20_000  # two weeks of 1m bars
 
@@ -35,40 +33,6 @@ def freshness(age_s: float | None, fresh_s: float = FRESH_S, stale_s: float = ST
     if age_s <= fresh_s:
         return "fresh"
     return "lagging" if age_s <= stale_s else "stale"
-
-
-class QuarantineCounter:
-    """Quarantined rows per (exchange, product): one line per row in the files under quarantine/.
-
-    A quarantine file is rewritten whole when its raw object is transformed
-    again, so its count is kept per (key, size) and re-read only when that changes.
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def counts(self, store: ObjectStore) -> dict[tuple[str, str], int]:
-        out: dict[tuple[str, str], int] = {}
-        seen = set()
-        for info in store.list(layout.QUARANTINE):
-            raw = layout.parse_quarantine_key(info.key)
-            if raw is None:
-                continue
-            seen.add(info.key)
-            with self._lock:
-                cached = self._cache.get(info.key)
-            if cached is None or cached[0] != info.size:
-                data = store.get(info.key).data
-                n = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-                cached = (info.size, n)
-                with self._lock:
-                    self._cache[info.key] = cached
-            out[(raw.exchange, raw.product_id)] = out.get((raw.exchange, raw.product_id), 0) + cached[1]
-        with self._lock:
-            for key in set(self._cache) - seen:
-                del self._cache[key]
-        return out
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -85,10 +49,9 @@ def _dec(value: Decimal | None) -> str | None:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def stats_payload(store: ObjectStore, now: datetime, *, fresh_s: float = FRESH_S, stale_s: float = STALE_S,
-                  quarantine: QuarantineCounter | None = None) -> dict:
+def stats_payload(store: ObjectStore, now: datetime, *, fresh_s: float = FRESH_S, stale_s: float = STALE_S) -> dict:
     """/api/stats: one entry per exchange and product, and the totals the page shows at the top."""
-    qcounts = (quarantine or QuarantineCounter()).counts(store)
+    qcounts = quarantined_rows(store)
     products = []
     seen = set()
     for r in stats(store, now=now):
@@ -177,41 +140,24 @@ def parse_time(text: str | None, name: str) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-# OHLCV over the `trades` view. open/close are the first/last trade by time, ties broken by the exchange's
-# trade order (numeric ids: shorter id first, then text order). TODO: switch to schemahub.candles once it is
-# merged (issue #11 section 3 defines candles there, with `complete`); this is the page's interim SQL.
-_CANDLES_SQL = """
-SELECT time_bucket(INTERVAL '{width}', trade_time) AS interval_start,
-       first(price ORDER BY trade_time, length(trade_id), trade_id) AS open,
-       max(price) AS high, min(price) AS low,
-       last(price ORDER BY trade_time, length(trade_id), trade_id) AS close,
-       sum(size) AS volume, sum(price * size) AS quote_volume, count(*) AS trades,
-       coalesce(sum(size) FILTER (WHERE side = 'buy'), 0) AS buy_volume,
-       coalesce(sum(size) FILTER (WHERE side = 'sell'), 0) AS sell_volume
-FROM trades
-WHERE exchange = $exchange AND product_id = $product AND trade_time >= $start AND trade_time < $end
-GROUP BY 1 ORDER BY 1
-"""
-_WIDTH_SQL = {"1m": "1 minute", "5m": "5 minutes", "15m": "15 minutes", "1h": "1 hour", "4h": "4 hours", "1d": "1 day"}
-
-
 def _floor(ts: datetime, width: timedelta) -> datetime:
-    epoch = datetime(2000, 1, 3, tzinfo=timezone.utc)  # DuckDB's time_bucket origin: a Monday midnight
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)  # schemahub.candles aligns intervals to the Unix epoch
     return epoch + ((ts - epoch) // width) * width
+
+
+_DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "sell_volume")
 
 
 def candles_payload(store: ObjectStore, *, exchange: str | None, product: str | None, interval: str | None = "1m",
                     start: str | None = None, end: str | None = None) -> dict:
-    """/api/candles: OHLCV bars of one product; without start, up to DEFAULT_CANDLES intervals up to its last trade.
-
-    Prices and volumes are exact decimal strings; interval_start is the bar's UTC start.
-    """
+    """/api/candles: schemahub.candles bars of one product; without start, up to DEFAULT_CANDLES intervals up to its
+    last trade. Prices and volumes are exact decimal strings; interval_start is the bar's UTC start."""
     if not exchange or not product:
         raise UsageError("candles need exchange= and product= (e.g. /api/candles?exchange=coinbase&product=BTC-USD)")
     interval = interval or "1m"
-    if interval not in INTERVALS:
-        raise UsageError(f"interval={interval!r} is not one of {', '.join(INTERVALS)}")
-    width = INTERVALS[interval]
+    if interval not in candles.INTERVALS:
+        raise UsageError(f"interval={interval!r} is not one of {', '.join(candles.INTERVALS)}")
+    width = timedelta(microseconds=candles.INTERVALS[interval])
     t_start, t_end = parse_time(start, "start"), parse_time(end, "end")
     if t_start and t_end and t_end <= t_start:
         raise UsageError(f"end={end!r} is not after start={start!r}")
@@ -231,17 +177,19 @@ def candles_payload(store: ObjectStore, *, exchange: str | None, product: str | 
         if count > MAX_CANDLES:
             raise UsageError(f"start..end spans {count:,} {interval} candles, more than {MAX_CANDLES:,}: "
                              "narrow the range or pick a wider interval")
-        rows = con.execute(_CANDLES_SQL.format(width=_WIDTH_SQL[interval]),
-                           {"exchange": exchange, "product": pid, "start": t_start, "end": t_end}).fetchall()
+        candles.register(con)
+        cur = con.execute(candles.candles_sql(interval, exchange=exchange, product_id=pid, start=_iso(t_start),
+                                              stop=_iso(t_end)))
+        cols = [d[0] for d in cur.description]
+        rows = cur.fetchall()
     finally:
         con.close()
-    cols = ["interval_start", "open", "high", "low", "close", "volume", "quote_volume", "trades", "buy_volume",
-            "sell_volume"]
     bars = []
     for r in rows:
         bar = dict(zip(cols, r, strict=True))
+        del bar["exchange"], bar["product_id"]
         bar["interval_start"] = _iso(bar["interval_start"])
-        for c in ("open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "sell_volume"):
+        for c in _DECIMALS:
             bar[c] = _dec(bar[c])
         bars.append(bar)
     return {"exchange": exchange, "product_id": pid, "interval": interval, "start": _iso(t_start), "end": _iso(t_end),

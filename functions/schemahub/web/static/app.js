@@ -165,7 +165,7 @@ function renderChart(doc) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
   const bars = doc.candles.map((c) => ({ t: Date.parse(c.interval_start), o: +c.open, h: +c.high, l: +c.low, c: +c.close,
-                                          v: +c.volume, n: c.trades }));
+                                          v: +c.volume, n: c.trades, done: c.complete !== false }));
   const info = $("chart-info");
   if (!bars.length) {
     svg.append(el("svg:text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no trades in this range"));
@@ -202,12 +202,13 @@ function renderChart(doc) {
   for (const b of bars) {
     const cx = x(b.t) + slot / 2;
     const dir = b.c >= b.o ? "up" : "down";
-    const cg = el("svg:g", { class: "candle " + dir, "data-t": new Date(b.t).toISOString() });
+    const cg = el("svg:g", { class: "candle " + dir + (b.done ? "" : " partial"), "data-t": new Date(b.t).toISOString() });
     cg.append(el("svg:line", { x1: cx, x2: cx, y1: y(b.h), y2: y(b.l) }));
     const top = y(Math.max(b.o, b.c)), bottom = y(Math.min(b.o, b.c));
     cg.append(el("svg:rect", { x: cx - bw / 2, y: top, width: bw, height: Math.max(1, bottom - top) }));
     cg.append(el("svg:title", {}, `${new Date(b.t).toISOString().slice(0, 16)}Z  O ${fmtPrice(b.o)}  H ${fmtPrice(b.h)}  ` +
-                                  `L ${fmtPrice(b.l)}  C ${fmtPrice(b.c)}  vol ${b.v}  ${b.n} trades`));
+                                  `L ${fmtPrice(b.l)}  C ${fmtPrice(b.c)}  vol ${b.v}  ${b.n} trades` +
+                                  (b.done ? "" : "  (not covered to its end yet)")));
     g.append(cg);
     const vh = (b.v / vmax) * volH;
     g.append(el("svg:rect", { class: "vol", x: cx - bw / 2, y: volTop + volH - vh, width: bw, height: Math.max(0.5, vh) }));

@@ -1,0 +1,83 @@
+"""The one orchestration path the CLI and the Lambda handlers share.
+
+- `ingest_product`: ban check -> Lander.run -> record a ban -> one ProductResult.
+- `transform_key`: transform one raw object named by its key, unless its marker says it is done.
+- `summarize_cycle`: which planned products failed, which have more to do, and the input that retries them.
+- `may_continue`: whether a Step Functions child may start another Ingest and still end inside its limit.
+
+Plain Python: no AWS code here. The handlers only parse events and map these results.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from schemahub.clock import SYSTEM_CLOCK, Clock
+from schemahub.errors import ExchangeBanned, GeoBlocked
+from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, record_ban
+from schemahub.layout import marker_key
+from schemahub.sources.base import Product, Source
+from schemahub.store.base import ObjectStore
+
+
+def ingest_product(store: ObjectStore, source: Source, product: Product, opts: IngestOptions,
+                   deadline: float | None = None, *, clock: Clock = SYSTEM_CLOCK,
+                   lander: Lander | None = None) -> ProductResult:
+    """Land one product. A recorded ban sends nothing: `skipped` until it ends, or `failed` for a geo-block,
+    which only a move to another region ends. A new ban is recorded for every later run and process."""
+    exchange, pid = source.exchange, product.product_id
+    if not opts.dry_run:
+        ban = active_ban(store, exchange, clock)
+        if ban:
+            return ProductResult(exchange, pid, status="failed" if GeoBlocked.PHRASE in ban else "skipped", message=ban)
+    try:
+        return (lander or Lander(store, source, clock=clock)).run(product, opts, deadline)
+    except ExchangeBanned as e:
+        record_ban(store, exchange, e, clock)
+        return ProductResult(exchange, pid, status="failed", message=str(e))
+
+
+def transform_key(transformer, key: str):
+    """Transform one raw object; None if its marker exists (a duplicate delivery changes nothing)."""
+    if transformer.store.exists(marker_key(key)):
+        return None
+    return transformer.transform_object(key)
+
+
+def may_continue(started: datetime | None, again_until_s: float | None, *, now: datetime | None = None) -> bool:
+    """True while the child that started at `started` may still start an invocation (the state machine sets
+    again_until_s so that one more invocation, its retries included, ends inside the Express limit)."""
+    if started is None or again_until_s is None:
+        return False
+    now = now or datetime.now(timezone.utc)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return (now - started).total_seconds() <= again_until_s
+
+
+def summarize_cycle(items: list[dict], results: list) -> dict:
+    """One cycle's outcome per planned product. A product without a result of its own (its child execution
+    failed outright, e.g. timed out) counts as failed, as does one whose Ingest failed and was caught."""
+    by_product = {}
+    for r in results or []:
+        if isinstance(r, dict) and "exchange" in r and "product_id" in r:
+            by_product[(r["exchange"], r["product_id"])] = r
+    ok, skipped, more, failed = 0, [], [], []
+    for it in items:
+        key = {"exchange": it["exchange"], "product_id": it["product_id"]}
+        r = by_product.get((it["exchange"], it["product_id"]))
+        if r is None:
+            failed.append({**key, "error": "its child execution failed without a result: see the Map Run's failed items"})
+        elif r.get("failed") or r.get("status") == "failed":
+            err = r.get("error")
+            cause = err.get("Cause") or err.get("Error") if isinstance(err, dict) else r.get("message", "")
+            failed.append({**key, "error": str(cause)[:500]})
+        elif r.get("status") == "skipped":
+            skipped.append({**key, "message": str(r.get("message", ""))[:300]})
+        else:
+            ok += 1
+            if r.get("more_to_do"):
+                more.append(key)
+    failed.sort(key=lambda f: (f["exchange"], f["product_id"]))
+    return {"products": len(items), "ok": ok, "skipped": skipped, "more_to_do": more, "failed": failed,
+            "retry_input": {"only": [{"exchange": f["exchange"], "product_id": f["product_id"]} for f in failed]}}
