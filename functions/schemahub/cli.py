@@ -306,6 +306,19 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C."""
+    from schemahub.api import Lake
+    from schemahub.web.server import StatusServer
+
+    store = Lake(args.storage, mappings=args.mappings).store  # a storage folder that does not exist is an error
+    server = StatusServer(store, port=args.port, fresh_s=args.fresh, stale_s=args.stale)
+    print(f"schemahub status page for {server.store.uri} on {server.url}  (JSON: {server.url}api/stats; Ctrl-C stops)",
+          flush=True)
+    server.serve_forever()
+    return 0
+
+
 def cmd_compact(args) -> int:
     """Merge each closed product-day's files into one; readers switch per day, atomically."""
     from schemahub.compact import compact
@@ -435,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("serve", parents=[common], help="a live status page on http://127.0.0.1:PORT (and its JSON)")
+    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    s.add_argument("--fresh", type=float, default=900, help="seconds a last trade counts as fresh (default 900)")
+    s.add_argument("--stale", type=float, default=7200, help="seconds after which it is stale (default 7200)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("run", parents=[common], help="one scheduled cycle: ingest every seeded product, then transform")
     _ingest_options(s)
