@@ -5,34 +5,160 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
 import traceback
 from datetime import date, datetime, timezone
 
-from schemahub import logs
-from schemahub.errors import SchemahubError
+from schemahub import logs, settings
+from schemahub.errors import ConfigError, SchemahubError, UsageError
+from schemahub.layout import PRODUCT_ID, raw_prefix
 
 log = logging.getLogger("schemahub.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (exit 2) like every other usage error."""
+
+    def error(self, message: str):
+        option, _, rest = message.partition(": ")
+        if option.startswith("argument ") and rest.startswith(option.removeprefix("argument ").split("/")[0]):
+            message = rest  # our checks already name the option
+        self.exit(2, f"schemahub: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _arg(check):
+    """An argparse type from a settings check: its UsageError becomes argparse's error, naming the option."""
+    def convert(text: str):
+        try:
+            return check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
 def _since(text: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--since {text!r} is not ISO-8601 (e.g. 2026-11-28T00:00:00Z)") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    ts = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    if ts > datetime.now(timezone.utc):
+        raise argparse.ArgumentTypeError(f"--since {text!r} is in the future: give a past time (UTC), or leave it "
+                                         "out to start at each mapping's first_run_lookback")
+    return ts
 
 
-def _base_urls(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--before {text!r} is not a date like 2026-11-28") from None
+
+
+def _code(text: str) -> str:
+    if not PRODUCT_ID.match(f"{text.strip().upper()}-X"):
+        raise argparse.ArgumentTypeError(f"--quote {text!r} is not an asset code (letters and digits, e.g. USD)")
+    return text.strip().upper()
+
+
+def _mappings_folder(path: str, name: str) -> str:
+    if not path or not str(path).strip():
+        raise UsageError(f"{name} is empty: give a mappings folder, or leave it out for the shipped one")
+    if not os.path.isdir(os.path.join(path, "exchanges")):
+        what = "does not exist" if not os.path.exists(path) else "has no exchanges/ folder"
+        raise UsageError(f"{name} {path!r} {what}: give a folder laid out like the repo's mappings/")
+    return path
+
+
+_positive = {
+    "--max-seconds": _arg(lambda t: settings.positive_number(t, "--max-seconds")),
+    "--lease-ttl": _arg(lambda t: settings.positive_number(t, "--lease-ttl", maximum=86400)),
+    "--wait-lease": _arg(lambda t: settings.positive_number(t, "--wait-lease", zero_ok=True, maximum=86400)),
+    "--workers": _arg(lambda t: settings.positive_int(t, "--workers", maximum=256)),
+    "--limit": _arg(lambda t: settings.positive_int(t, "--limit")),
+    "--port": _arg(lambda t: settings.positive_int(t, "--port", zero_ok=True, maximum=65535)),
+    "--live": _arg(lambda t: settings.positive_number(t, "--live", zero_ok=True, maximum=100_000)),
+}
+
+
+def _base_urls(pairs: list[str], known: list[str]) -> dict[str, str]:
+    """--base-url EXCHANGE=URL values; an exchange without a mapping is an error, never ignored."""
+    out: dict[str, str] = {}
     for pair in pairs or []:
         ex, sep, url = pair.partition("=")
-        if not sep or not url:
-            raise SchemahubError(f"--base-url {pair!r}: expected EXCHANGE=URL")
-        out[ex.strip().lower()] = url.strip()
+        ex = ex.strip().lower()
+        if not sep or not ex or not url.strip():
+            raise UsageError(f"--base-url {pair!r}: expected EXCHANGE=URL (e.g. coinbase=http://127.0.0.1:8765)")
+        if ex not in known:
+            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'})")
+        url = settings.http_url(url, f"--base-url {ex}=")
+        if out.get(ex, url) != url:
+            raise UsageError(f"--base-url gives two URLs for {ex}: {out[ex]} and {url}; keep one")
+        out[ex] = url
     return out
+
+
+def _known_exchange(name: str | None, known: list[str], option: str = "--exchange") -> str | None:
+    if name is None:
+        return None
+    if name.strip().lower() not in known:
+        raise UsageError(f"{option} {name!r}: unknown exchange {name!r} (known: {', '.join(known) or 'none'})")
+    return name.strip().lower()
+
+
+def _ingest_plan(args, seed: dict, known: list[str]) -> list[tuple[str, list[str] | None]]:
+    """Which exchanges to ingest, and which --product values each gets (None: its seeded products).
+
+    --product without --exchange picks the one exchange whose seed has the product, or refuses if none or
+    several do: it never means "every product of every exchange".
+    """
+    exchange = _known_exchange(args.exchange, known)
+    if exchange:
+        return [(exchange, args.product)]
+    if args.product:
+        chosen: dict[str, list[str]] = {}
+        for name in args.product:
+            having = sorted(ex for ex, prods in seed.items() if ex in known and any(
+                name.upper() in (p.product_id.upper(), p.symbol.upper()) for p in prods))
+            if not having:
+                raise UsageError(f"--product {name!r} is not in the seed of any exchange: add --exchange E "
+                                 f"(then E's listing is asked; known: {', '.join(known)})")
+            if len(having) > 1:
+                raise UsageError(f"--product {name!r} is seeded on {' and '.join(having)}: add --exchange to pick one")
+            chosen.setdefault(having[0], []).append(name)
+        return sorted(chosen.items())
+    seeded = sorted(ex for ex, prods in seed.items() if prods and ex in known)
+    if not seeded:
+        raise ConfigError(f"no products seeded in {_seed_file(args)}: pass --exchange E --product P, or run "
+                          "`schemahub update-seed --exchange E --fetch --write`")
+    return [(ex, None) for ex in seeded]
+
+
+def _seed_file(args) -> str:
+    from schemahub.ingest import seed_path
+
+    return str(seed_path(args.mappings))
+
+
+def _table_product(args, store, known: list[str]) -> tuple[str | None, str | None]:
+    """(exchange, product) for transform and compact; --product alone picks the one exchange that has it in raw/."""
+    exchange = _known_exchange(getattr(args, "exchange", None), known)
+    product = getattr(args, "product", None)
+    if product is None:
+        return exchange, None
+    product = product.strip().upper()
+    if not PRODUCT_ID.match(product):
+        raise UsageError(f"--product {args.product!r} is not a unified product id (BASE-QUOTE, e.g. BTC-USD)")
+    if exchange:
+        return exchange, product
+    having = [ex for ex in known if next(iter(store.list(raw_prefix(ex, product))), None) is not None]
+    if len(having) != 1:
+        where = "no exchange has" if not having else f"{' and '.join(having)} have"
+        raise UsageError(f"--product {product}: {where} raw objects for it in {store.uri}: add --exchange")
+    return having[0], product
 
 
 class Progress:
@@ -68,12 +194,40 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def cmd_update_seed(args) -> int:
-    from schemahub.ingest import load_seed, make_source, seed_path, write_seed
+def _known(args) -> list[str]:
     from schemahub.sources.spec import available_exchanges
 
-    urls = _base_urls(args.base_url)
-    exchanges = [args.exchange] if args.exchange else available_exchanges(args.mappings)
+    return available_exchanges(args.mappings)
+
+
+def _well_formed(exchange: str, products: list) -> list:
+    """The listing's products whose id matches layout.PRODUCT_ID, once each; a warning line names every other one."""
+    kept, seen, skipped = [], {}, 0
+    for p in products:
+        if not PRODUCT_ID.match(p.product_id):
+            print(f"schemahub: warning: {exchange} lists {p.symbol!r} as product id {p.product_id!r}, which is not "
+                  "BASE-QUOTE in upper-case letters and digits: skipped", file=sys.stderr)
+        elif p.product_id in seen:
+            print(f"schemahub: warning: {exchange} lists {p.symbol!r} and {seen[p.product_id]!r} as the same product "
+                  f"{p.product_id}: kept {seen[p.product_id]!r}, skipped {p.symbol!r}", file=sys.stderr)
+        else:
+            seen[p.product_id] = p.symbol
+            kept.append(p)
+            continue
+        skipped += 1
+    if skipped:
+        print(f"schemahub: warning: {exchange}: skipped {skipped} of {len(products)} listed product(s)", file=sys.stderr)
+    return kept
+
+
+def cmd_update_seed(args) -> int:
+    from schemahub.ingest import load_seed, make_source, seed_path, write_seed
+
+    known = _known(args)
+    urls = _base_urls(args.base_url, known)
+    exchanges = [_known_exchange(args.exchange, known)] if args.exchange else known
+    if args.write and not args.fetch:
+        raise UsageError("--write needs --fetch (the seed is written from the exchanges' listings)")
     seed = load_seed(args.mappings)
     if not args.fetch:
         for ex in exchanges:
@@ -82,9 +236,9 @@ def cmd_update_seed(args) -> int:
         return 0
     for ex in exchanges:
         source = make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings)
-        products = source.list_products()
+        products = _well_formed(ex, source.list_products())
         if args.quote:
-            products = [p for p in products if p.quote in {q.upper() for q in args.quote}]
+            products = [p for p in products if p.quote in set(args.quote)]
         if args.limit:
             products = products[: args.limit]
         seed[ex] = products
@@ -101,21 +255,21 @@ def cmd_update_seed(args) -> int:
 def cmd_ingest(args) -> int:
     from schemahub.ingest import ingest, load_seed, make_source, resolve_products
     from schemahub.landing import IngestOptions
-    from schemahub.sources.spec import available_exchanges
     from schemahub.store import open_store
 
-    urls = _base_urls(args.base_url)
-    store = open_store(args.storage)  # a dry run only reads checkpoints
+    known = _known(args)
+    urls = _base_urls(args.base_url, known)
     seed = load_seed(args.mappings)
-    exchanges = [args.exchange] if args.exchange else sorted(set(seed) & set(available_exchanges(args.mappings))) or ["coinbase"]
+    plan = _ingest_plan(args, seed, known)
+    store = open_store(args.storage)  # a dry run only reads checkpoints
     opts = IngestOptions(since=args.since, dry_run=args.dry_run, resume=args.resume,
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
     progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings), wanted) for ex, wanted in plan]
     results = []
-    for ex in exchanges:
-        source = make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings)
-        products = resolve_products(source, args.product if args.exchange or len(exchanges) == 1 else None, seed)
+    for source, wanted in sources:
+        products = resolve_products(source, wanted, seed)
         results += ingest(store, source, products, opts, workers=args.workers, deadline=deadline, progress=progress)
     progress.done()
     return _report(results, args.json)
@@ -157,28 +311,44 @@ def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: f
     return sims
 
 
+def _faults(items: list[str] | None) -> dict[str, float]:
+    from schemahub.sim.base import FAULTS
+
+    rates = {}
+    for item in items or []:
+        kind, _, p = item.partition("=")
+        if kind not in FAULTS:
+            raise UsageError(f"--fault {item!r}: unknown fault {kind!r} (known: {', '.join(FAULTS)})")
+        rate = settings.positive_number(p or "0.05", f"--fault {kind}=", zero_ok=True, maximum=1)
+        rates[kind] = rate
+    return rates
+
+
 def cmd_sim(args) -> int:
     from schemahub.ingest import load_seed
     from schemahub.sim import SIMS
 
-    rates = {}
-    for item in args.fault or []:
-        kind, _, p = item.partition("=")
-        rates[kind] = float(p or 0.05)
+    rates = _faults(args.fault)
+    for ex in args.exchange or []:
+        _known_exchange(ex, sorted(SIMS))
     exchanges = args.exchange or sorted(SIMS)
+    products = None
+    if args.products is not None:
+        products = [p.strip().upper() for p in args.products.split(",")]
+        bad = [p for p in products if not PRODUCT_ID.match(p)]
+        if bad:
+            raise UsageError(f"--products {args.products!r}: {', '.join(map(repr, bad))} not BASE-QUOTE (e.g. BTC-USD)")
     seed = load_seed(args.mappings)
-    products = {ex: (args.products.split(",") if args.products else [p.product_id for p in seed.get(ex, [])])
-                for ex in exchanges}
+    products = {ex: (products or [p.product_id for p in seed.get(ex, [])]) for ex in exchanges}
     sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
     for ex, sim in sims.items():
         print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    finally:
         for sim in sims.values():
             sim.stop()
-    return 0
 
 
 def cmd_transform(args) -> int:
@@ -186,7 +356,8 @@ def cmd_transform(args) -> int:
     from schemahub.transform import Transformer
 
     store = open_store(args.storage)
-    prefix = "raw/" + (f"{args.exchange}/" if args.exchange else "") + (f"{args.product}/" if args.exchange and args.product else "")
+    exchange, product = _table_product(args, store, _known(args))
+    prefix = raw_prefix(exchange, product)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
     res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
                                                              deadline=deadline)
@@ -324,9 +495,10 @@ def cmd_compact(args) -> int:
     from schemahub.compact import compact
     from schemahub.store import open_store
 
-    before = date.fromisoformat(args.before) if getattr(args, "before", None) else None
-    res = compact(open_store(args.storage), before=before, dry_run=args.dry_run,
-                  exchange=getattr(args, "exchange", None), product_id=getattr(args, "product", None))
+    store = open_store(args.storage)
+    exchange, product = _table_product(args, store, _known(args))
+    res = compact(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
+                  product_id=product)
     if args.dry_run:
         print(f"would compact {len(res.planned)} product-day(s)")
         for p in res.planned:
@@ -398,22 +570,22 @@ def cmd_demo(args) -> int:
 def _ingest_options(s: argparse.ArgumentParser) -> None:
     """Options shared by `ingest` and `run`."""
     s.add_argument("--since", type=_since, help="first run: first trade time to land; later: backfill down to it")
-    s.add_argument("--workers", type=int, default=4, help="products ingested in parallel (default 4)")
+    s.add_argument("--workers", type=_positive["--workers"], default=4, help="products ingested in parallel (default 4)")
     s.add_argument("--resume", action="store_true", help="only continue products that already have a checkpoint")
-    s.add_argument("--max-seconds", type=float, help="stop cleanly at a page boundary after this long")
-    s.add_argument("--lease-ttl", type=float, default=60.0, help="seconds a product lease lasts between renewals")
-    s.add_argument("--wait-lease", type=float, default=0.0, help="wait up to this long for a held lease (default: skip)")
+    s.add_argument("--max-seconds", type=_positive["--max-seconds"], help="stop cleanly at a page boundary after this long")
+    s.add_argument("--lease-ttl", type=_positive["--lease-ttl"], default=60.0, help="seconds a product lease lasts between renewals")
+    s.add_argument("--wait-lease", type=_positive["--wait-lease"], default=0.0, help="wait up to this long for a held lease (default: skip)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--storage", help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
-    common.add_argument("--mappings", help="mappings folder (default: $SCHEMAHUB_MAPPINGS or the repo's mappings/)")
+    common = _Parser(add_help=False)
+    common.add_argument("--storage", type=_arg(settings.storage_location), help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
+    common.add_argument("--mappings", type=_arg(lambda t: _mappings_folder(t, "--mappings")), help="mappings folder (default: $SCHEMAHUB_MAPPINGS or the repo's mappings/)")
     common.add_argument("--base-url", action="append", metavar="EXCHANGE=URL",
                         help="talk to another host for that exchange (also SCHEMAHUB_<EXCHANGE>_BASE_URL)")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
 
-    p = argparse.ArgumentParser(prog="schemahub", description="Exact, gap-free crypto trades in one table.")
+    p = _Parser(prog="schemahub", description="Exact, gap-free crypto trades in one table.")
     from schemahub import __version__
 
     p.add_argument("--version", action="version", version=f"schemahub {__version__}")
@@ -423,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exchange")
     s.add_argument("--fetch", action="store_true", help="fetch the listing (otherwise print the current seed)")
     s.add_argument("--write", action="store_true", help="write mappings/product_ids_seed.yaml")
-    s.add_argument("--quote", action="append", help="keep only these quote currencies (repeatable)")
-    s.add_argument("--limit", type=int, help="keep at most N products")
+    s.add_argument("--quote", action="append", type=_code, help="keep only these quote currencies (repeatable)")
+    s.add_argument("--limit", type=_positive["--limit"], help="keep at most N products")
     s.set_defaults(func=cmd_update_seed)
 
     s = sub.add_parser("ingest", parents=[common], help="land new trades exactly once into raw/")
@@ -437,10 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("transform", parents=[common], help="turn new raw objects into curated Parquet")
     s.add_argument("--exchange")
-    s.add_argument("--product", help="with --exchange: only this product (unified id)")
+    s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
     s.add_argument("--all", action="store_true", help="rebuild every raw object, not just new ones")
     s.add_argument("--dry-run", action="store_true", help="write nothing; list what would be transformed")
-    s.add_argument("--max-seconds", type=float, help="stop after this long; the rest is done next run")
+    s.add_argument("--max-seconds", type=_positive["--max-seconds"], help="stop after this long; the rest is done next run")
     s.set_defaults(func=cmd_transform)
 
     _query_commands(sub, common)
@@ -460,9 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("compact", parents=[common], help="merge each closed product-day into one file, for faster queries")
-    s.add_argument("--before", help="compact days before this UTC date, YYYY-MM-DD (default: today)")
+    s.add_argument("--before", type=_day, help="compact days before this UTC date, YYYY-MM-DD (default: today)")
     s.add_argument("--exchange")
-    s.add_argument("--product", help="with --exchange: only this product (unified id)")
+    s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
     s.add_argument("--dry-run", action="store_true", help="list the product-days it would compact")
     s.set_defaults(func=cmd_compact)
 
@@ -473,27 +645,57 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim", help="run the offline exchange simulators")
     s.add_argument("--exchange", action="append", help="only this exchange (repeatable; default: every one)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765, help="first port; the next exchanges take the ports after it")
-    s.add_argument("--mappings", help="mappings folder whose seed names the products")
+    s.add_argument("--port", type=_positive["--port"], default=8765, help="first port; the next exchanges take the ports after it")
+    s.add_argument("--mappings", type=_arg(lambda t: _mappings_folder(t, "--mappings")),
+                   help="mappings folder whose seed names the products")
     s.add_argument("--products", help="comma-separated product ids for every exchange (default: the seed's)")
-    s.add_argument("--live", type=float, default=1.0, help="trades per second per product (they have flowed since 2026-11-01)")
+    s.add_argument("--live", type=_positive["--live"], default=1.0, help="trades per second per product (they have flowed since 2026-11-01)")
     s.add_argument("--fault", action="append", metavar="KIND=P", help="inject a fault with probability P (e.g. 429=0.05)")
     s.set_defaults(func=cmd_sim, verbose=False)
     return p
 
 
+def _check_environment(args) -> None:
+    """Every SCHEMAHUB_* variable and the mappings folder, checked once before any work; errors name them."""
+    from schemahub.config import default_mappings_dir
+
+    if getattr(args, "mappings", None) is None:
+        env = settings.mappings()
+        _mappings_folder(str(default_mappings_dir()), settings.MAPPINGS if env else "the default mappings folder")
+    settings.check_environment(_known(args))
+
+
+def _say(e: BaseException, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exc()
+    print(f"schemahub: error: {e}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.setup(getattr(args, "verbose", False))
+    """Exit codes: 0 done; 1 an operation failed (a product, the store, an exchange); 2 bad usage or configuration;
+    130 interrupted. Every error is one line (one per problem in a mapping); --verbose adds the traceback."""
+    args = build_parser().parse_args(argv)  # argparse errors exit 2, in one line
+    verbose = getattr(args, "verbose", False)
     try:
+        logs.setup(verbose)
+        _check_environment(args)
         return args.func(args)
-    except (SchemahubError, ValueError, OSError) as e:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"schemahub: error: {e}".splitlines()[0] if "\n" not in str(e) else f"schemahub: error: {e}", file=sys.stderr)
+    except (UsageError, ConfigError) as e:
+        _say(e, verbose)
         return 2
+    except SchemahubError as e:
+        _say(e, verbose)
+        return 1
     except KeyboardInterrupt:
+        print("schemahub: interrupted; a later run continues where this one stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`| head`): nothing more to say
+        return 1
+    except Exception as e:  # a bug: still one line, the traceback on request
+        _say(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
+                          "and please report it)"), verbose)
+        return 1
 
 
 if __name__ == "__main__":

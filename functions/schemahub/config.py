@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from schemahub import settings
 from schemahub.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -17,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 def default_mappings_dir() -> Path:
     """SCHEMAHUB_MAPPINGS, else the repo's mappings/ (a checkout), else the copy inside the installed package
     (a wheel, see setup.py), else mappings/ beside the package (the Lambda code asset)."""
-    env = os.environ.get("SCHEMAHUB_MAPPINGS")
+    env = settings.mappings()
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
@@ -28,43 +29,88 @@ def default_mappings_dir() -> Path:
     return here.parent.parent / "mappings"
 
 
+#: Our YAML files are small (the biggest, a full seed of every exchange, is a few hundred KiB).
+MAX_YAML_BYTES = 2 * 1024 * 1024
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that also records the line of every mapping key and sequence item."""
+    """SafeLoader that refuses aliases: a few lines of anchors and aliases can expand to billions of nodes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in schemahub files: write the value out",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_error(e: yaml.YAMLError, path: str) -> ConfigError:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else path
+    problem = getattr(e, "problem", None) or str(e)
+    if isinstance(e, yaml.constructor.ConstructorError) and "tag" in problem:
+        problem = f"{problem.split(' for the tag ')[-1]} tags are not allowed: schemahub files are plain YAML"
+    return ConfigError(f"{where}: invalid YAML: {problem}")
 
 
 def _load_with_lines(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     lines: dict[tuple, int] = {}
+    loader = _LineLoader(text)
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if node is None:
-        return None, lines
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, lines
 
-    def walk(n: yaml.Node, loc: tuple) -> None:
-        lines.setdefault(loc, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            seen: set = set()
-            for k, v in n.value:
-                key = k.value
-                if key in seen:
-                    raise ConfigError(f"{path}:{k.start_mark.line + 1}: key {'.'.join(map(str, loc + (key,)))!r} is duplicated")
-                seen.add(key)
-                lines[loc + (key,)] = k.start_mark.line + 1
-                walk(v, loc + (key,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                lines[loc + (i,)] = item.start_mark.line + 1
-                walk(item, loc + (i,))
+            def walk(n: yaml.Node, loc: tuple) -> None:
+                lines.setdefault(loc, n.start_mark.line + 1)
+                if isinstance(n, yaml.MappingNode):
+                    seen: set = set()
+                    for k, v in n.value:
+                        key = k.value
+                        if key in seen:
+                            raise ConfigError(
+                                f"{path}:{k.start_mark.line + 1}: key {'.'.join(map(str, loc + (key,)))!r} is duplicated")
+                        seen.add(key)
+                        lines[loc + (key,)] = k.start_mark.line + 1
+                        walk(v, loc + (key,))
+                elif isinstance(n, yaml.SequenceNode):
+                    for i, item in enumerate(n.value):
+                        lines[loc + (i,)] = item.start_mark.line + 1
+                        walk(item, loc + (i,))
 
-    walk(node, ())
-    data = _LineLoader(text).get_single_data()
+            walk(node, ())
+            data = loader.construct_document(node)
+        except yaml.YAMLError as e:
+            raise _yaml_error(e, path) from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
     return data, lines
 
 
-def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """Read one YAML file: (data, line of every key); ConfigError naming the file (and line) otherwise."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB: not a schemahub file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}): "
+                          "save the file as UTF-8") from None
+    return _load_with_lines(text, path)
+
+
+def line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
@@ -73,16 +119,52 @@ def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
 
 def load_model(model: type[M], path: str | Path) -> M:
     """Parse and validate one YAML file; raise ConfigError naming file, line and key."""
+    return load_model_with_lines(model, path)[0]
+
+
+def load_model_with_lines(model: type[M], path: str | Path) -> tuple[M, dict[tuple, int]]:
+    """load_model, plus the line of every key (for checks after validation)."""
     path = str(path)
+    data, lines = read_yaml(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    data, lines = _load_with_lines(text, path)
-    try:
-        return model.model_validate(data, context={"path": path, "lines": lines})
+        obj = model.model_validate(data, context={"path": path, "lines": lines})
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, path, lines)) from None
+    _numbers_are_not_booleans(data, obj, path, lines)
+    return obj, lines
+
+
+_ABSENT = object()
+
+
+def _child(obj: Any, key: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return getattr(obj, key, _ABSENT) if key in type(obj).model_fields else _ABSENT
+    if isinstance(obj, dict):
+        return obj.get(key, _ABSENT)
+    if isinstance(obj, (list, tuple)) and isinstance(key, int) and key < len(obj):
+        return obj[key]
+    return _ABSENT
+
+
+def _numbers_are_not_booleans(data: Any, obj: Any, path: str, lines: dict[tuple, int], loc: tuple = ()) -> None:
+    """pydantic reads `page_size: true` as 1; a YAML boolean is never a number here."""
+    if isinstance(data, bool):
+        if isinstance(obj, (int, float, Decimal)) and not isinstance(obj, bool):
+            key = ".".join(map(str, loc))
+            raise ConfigError(f"{path}:{line_for(loc, lines) or '?'}: {key}: expected a number, "
+                              f"got {str(data).lower()}")
+        return
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return
+    for k, v in items:
+        child = _child(obj, k)
+        if child is not _ABSENT:
+            _numbers_are_not_booleans(v, child, path, lines, loc + (k,))
 
 
 def _yaml_loc(err: dict, lines: dict[tuple, int]) -> tuple:
@@ -105,7 +187,7 @@ def format_validation_error(e: ValidationError, path: str, lines: dict[tuple, in
     for err in e.errors(include_url=False):
         loc = _yaml_loc(err, lines)
         # A missing key has no line of its own: point at its nearest parent.
-        line = _line_for(loc, lines)
+        line = line_for(loc, lines)
         key = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

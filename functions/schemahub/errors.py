@@ -46,6 +46,18 @@ class StoreUnavailable(StoreError):
     """The store could not be reached or is out of space (endpoint down, no credentials, disk full)."""
 
 
+class StoreMissing(StoreUnavailable):
+    """The store itself does not exist (an S3 bucket that was never created or was deleted)."""
+
+
+class InvalidKey(StoreError, ValueError):
+    """A key no store may hold (escapes the root, an empty or hidden segment); a bug or a bad name upstream."""
+
+
+class InvalidName(SchemahubError, ValueError):
+    """An exchange name or product id breaks its pattern (schemahub.layout), so it must never reach a key."""
+
+
 class DamagedObject(SchemahubError):
     """An object read back from the store is not what its format promises (truncated, garbage, inconsistent)."""
 

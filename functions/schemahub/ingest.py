@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
+from schemahub import seed as seed_file
+from schemahub import settings
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.config import default_mappings_dir
 from schemahub.errors import ConfigError
 from schemahub.landing import IngestOptions, Lander, ProductResult
+from schemahub.layout import PRODUCT_ID
 from schemahub.pipeline import ingest_product
 from schemahub.sources.base import Product, Source
 from schemahub.sources.build import build_source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
-from schemahub.sources.spec import ExchangeSpec, load_exchange, with_base_url
+from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_base_url
 from schemahub.store.base import ObjectStore
 
 SEED_FILE = "product_ids_seed.yaml"
@@ -35,19 +34,21 @@ def make_source(
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
         spec = with_base_url(spec, base_url)
-    return source_from_spec(spec, rate=rate, clock=clock)
+    source = source_from_spec(spec, rate=rate, clock=clock)
+    source.mappings_dir = mappings_dir  # its listing unifies assets with this folder's assets.yaml
+    return source
 
 
 def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Clock = SYSTEM_CLOCK) -> Source:
     """A Source with its HTTP client (rate limit, weight budget, retries) built from the spec."""
     exchange = spec.exchange
     s = spec.source
-    rate = rate or float(os.environ.get(f"SCHEMAHUB_{exchange.upper()}_RATE_LIMIT", 0) or 0) or s.rate_limit.requests_per_second
+    rate = rate or settings.rate_limit(exchange) or s.rate_limit.requests_per_second
     burst = max(s.rate_limit.burst, int(rate)) if rate != s.rate_limit.requests_per_second else s.rate_limit.burst
     http = HttpClient(
         name=exchange,
         rate=RateLimiter(rate, burst, clock),
-        timeout_s=float(os.environ.get("SCHEMAHUB_HTTP_TIMEOUT", 0) or s.timeout_s),
+        timeout_s=settings.http_timeout() or s.timeout_s,
         max_attempts=s.retry.max_attempts,
         base_delay_s=s.retry.base_delay_s,
         max_delay_s=s.retry.max_delay_s,
@@ -65,40 +66,15 @@ def seed_path(mappings_dir: str | Path | None = None) -> Path:
 
 
 def load_seed(mappings_dir: str | Path | None = None) -> dict[str, list[Product]]:
-    """The seeded products per exchange (empty if there is no seed file)."""
+    """The seeded products per exchange (empty if there is no seed file); ConfigError naming file, line and key."""
     path = seed_path(mappings_dir)
     if not path.exists():
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    out: dict[str, list[Product]] = {}
-    for exchange, items in (doc.get("exchanges") or {}).items():
-        prods = []
-        for n, item in enumerate(items or []):
-            try:
-                prods.append(Product(item["product_id"], str(item["symbol"]), item["base"], item["quote"]))
-            except (KeyError, TypeError):
-                raise ConfigError(
-                    f"{path}: exchanges.{exchange}[{n}]: needs product_id, symbol, base and quote"
-                ) from None
-        out[exchange] = prods
-    return out
+    return seed_file.load(path, available_exchanges(mappings_dir))
 
 
 def write_seed(products: dict[str, list[Product]], mappings_dir: str | Path | None = None) -> Path:
-    path = seed_path(mappings_dir)
-    doc = {
-        "exchanges": {
-            ex: [{"product_id": p.product_id, "symbol": p.symbol, "base": p.base, "quote": p.quote} for p in prods]
-            for ex, prods in sorted(products.items())
-        }
-    }
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    header = f"# Products to ingest, per exchange. Written by `schemahub update-seed --fetch --write` on {stamp}; edit freely.\n"
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return seed_file.write(seed_path(mappings_dir), products)
 
 
 def resolve_products(source: Source, wanted: list[str] | None, seed: dict[str, list[Product]]) -> list[Product]:
@@ -125,8 +101,13 @@ def resolve_products(source: Source, wanted: list[str] | None, seed: dict[str, l
                 by_name.setdefault(p.product_id.upper(), p)
                 by_name.setdefault(p.symbol.upper(), p)
         if key not in by_name:
-            raise ConfigError(f"{source.exchange} has no online product {name!r}")
-        out.append(by_name[key])
+            raise ConfigError(f"{source.exchange} has no online product {name!r}: check the spelling, or list them "
+                              f"with `schemahub update-seed --exchange {source.exchange} --fetch`")
+        p = by_name[key]
+        if not PRODUCT_ID.match(p.product_id):
+            raise ConfigError(f"{source.exchange} lists {name!r} as product id {p.product_id!r}, which is not "
+                              "BASE-QUOTE in upper-case letters and digits: it cannot be ingested")
+        out.append(p)
     return out
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from schemahub.errors import InvalidName
+
 RAW = "raw/"
 CHECKPOINTS = "checkpoints/"
 LEASES = "leases/"
@@ -41,15 +43,15 @@ _RAW_KEY = re.compile(r"^raw/(?P<exchange>[^/]+)/(?P<product>[^/]+)/(?P<start>[0
 
 
 def check_product_id(product_id: str) -> str:
-    """Return product_id, or raise ValueError naming the pattern."""
+    """Return product_id, or raise InvalidName (a ValueError) naming the pattern."""
     if not isinstance(product_id, str) or not PRODUCT_ID.match(product_id):
-        raise ValueError(f"product id {product_id!r} is not BASE-QUOTE in upper-case letters and digits (e.g. BTC-USD)")
+        raise InvalidName(f"product id {product_id!r} is not BASE-QUOTE in upper-case letters and digits (e.g. BTC-USD)")
     return product_id
 
 
 def _ids(exchange: str, product_id: str) -> tuple[str, str]:
     if not EXCHANGE.match(exchange):
-        raise ValueError(f"exchange {exchange!r} is not lower-case letters, digits and '_'")
+        raise InvalidName(f"exchange {exchange!r} is not lower-case letters, digits and '_'")
     return exchange, check_product_id(product_id)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
+
+from schemahub import settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +28,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("SCHEMAHUB_LOG_FORMAT", "").lower() == "json":
+    if settings.log_format() == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -65,6 +65,7 @@ class Source(abc.ABC):
 
     supports_backfill = True  # can walk a bounded range below the landed one (--since earlier than before)
     counts_trades = True  # head - cursor is a number of trade ids (not so when the cursor is a time)
+    mappings_dir = None  # the folder whose assets.yaml unifies listed asset codes (None: the default folder)
 
     def __init__(self, spec: ExchangeSpec, http: HttpClient) -> None:
         self.spec = spec
@@ -163,7 +164,7 @@ class Source(abc.ABC):
                 base_raw, quote_raw = str(rec[ps.base_field]), str(rec[ps.quote_field])  # aliases undo X/Z prefixes
             else:
                 continue  # e.g. an index listing without a plain pair name
-            base, quote = unify_asset(self.exchange, base_raw), unify_asset(self.exchange, quote_raw)
+            base, quote = (unify_asset(self.exchange, c, self.mappings_dir) for c in (base_raw, quote_raw))
             out.append(Product(f"{base}-{quote}", str(rec[ps.symbol_field]), base, quote))
         return sorted(out, key=lambda p: p.product_id)
 

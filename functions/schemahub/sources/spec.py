@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -10,11 +9,13 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from schemahub import settings
 from schemahub.config import default_mappings_dir, load_model
 from schemahub.errors import ConfigError
 from schemahub.mapping import TableMapping
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_MAX_DURATION_S = 7305 * 86400
 
 
 class _Strict(BaseModel):
@@ -226,6 +227,8 @@ def parse_duration(text: str) -> timedelta:
     if not m:
         raise ValueError(f"{text!r} is not a duration like 90s, 15m, 24h or 7d")
     n, unit = int(m.group(1)), m.group(2)
+    if n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit] > _MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than 20 years (7305d)")
     return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
 
 
@@ -239,7 +242,7 @@ def load_exchange(name: str, mappings_dir: str | Path | None = None) -> Exchange
     spec = load_model(ExchangeSpec, path)
     if spec.exchange != name:
         raise ConfigError(f"{path}: exchange: is {spec.exchange!r} but the file is named {name!r}")
-    override = os.environ.get(f"SCHEMAHUB_{name.upper()}_BASE_URL")
+    override = settings.base_url(name)
     if override:
         spec = with_base_url(spec, override)
     return spec

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from schemahub.errors import NotFound
+from schemahub.errors import InvalidKey, NotFound
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,18 @@ class ObjectStore(abc.ABC):
 
 
 def validate_key(key: str) -> str:
-    """Reject keys that could escape the store root or collide with internals."""
-    if not key or key.startswith("/") or key.endswith("/"):
-        raise ValueError(f"invalid object key {key!r}: must be a relative path without a trailing '/'")
+    """Reject keys that could escape the store root, hide from listings or collide with internals.
+
+    A segment starting with '.' is refused on every adapter: the local folder
+    keeps its temporary and lock files under such names and skips them when
+    listing, so an object there would be written but never read back.
+    """
+    if not isinstance(key, str) or not key or key.startswith("/") or key.endswith("/") or "\x00" in key:
+        raise InvalidKey(f"invalid object key {key!r}: must be a relative path without a trailing '/'")
     for part in key.split("/"):
-        if part in ("", ".", "..") or part.startswith(".tmp-") or part.endswith(".lock"):
-            raise ValueError(f"invalid object key {key!r}: bad path segment {part!r}")
+        if not part or part.startswith(".") or part.endswith(".lock"):
+            raise InvalidKey(
+                f"invalid object key {key!r}: bad path segment {part!r} (segments are non-empty, never start with '.' "
+                "and never end with '.lock'; product ids are BASE-QUOTE, e.g. BTC-USD)"
+            )
     return key
