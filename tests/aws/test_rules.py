@@ -81,8 +81,15 @@ def _emitted(world):
 
 
 def test_every_custom_metric_read_by_the_dashboard_or_an_alarm_is_emitted_with_that_exact_dimension_set(world):
+    # This test lands and transforms a product of its own, so it never depends on which tests ran before it.
+    ingest = world.sandbox("handlers.ingest.handler").invoke(ingest_payload(world, "coinbase", "ETH-USD"))
+    assert ingest.error is None and not ingest.denied(), (ingest.error, ingest.denied())
+    key = next(o.key for o in world.store().list("raw/coinbase/ETH-USD/"))
+    transform = world.sandbox("handlers.transform.handler").invoke(
+        sqs_event([s3_notification(world.bucket, f"schemahub/{key}")]))
+    assert transform.error is None and not transform.denied(), (transform.error, transform.denied())
     emitted = _emitted(world)
-    assert emitted, "no EMF output captured"
+    assert emitted, ("no EMF output captured", ingest.stdout[-5:], transform.stdout[-5:])
     readers = [(title, m) for title, m in dashboard_metrics(world.dep.dashboard())]
     for name, alarm in world.dep.alarms().items():
         readers += [(f"alarm {name}", m) for m in alarm_metrics(alarm)]
