@@ -53,6 +53,7 @@ def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Cl
         base_delay_s=s.retry.base_delay_s,
         max_delay_s=s.retry.max_delay_s,
         ban_statuses=frozenset(s.ban_statuses),
+        max_retry_after_s=s.retry.max_retry_after_s,
         weight=WeightBudget(s.weight.header, s.weight.limit, s.weight.window_s, s.weight.pause_at, clock) if s.weight else None,
         clock=clock,
     )

@@ -1,14 +1,30 @@
-"""HTTP behaviour shared by every exchange: keep-alive, timeouts, retries, rate limits."""
+"""HTTP behaviour shared by every exchange: keep-alive, timeouts, retries, rate limits.
+
+Every wait and every size is bounded, whatever the peer sends:
+- a Retry-After is honoured up to `max_retry_after_s` (default 120 s); a longer one
+  stops the product (and, through the shared limiter, the exchange's other
+  products) without another request; no wait ever runs past the run's deadline;
+- a whole request, body included, has a deadline (`request_deadline_s`, default
+  3 x timeout_s, never past the run's), not only each read: a server dripping
+  one byte a second is cut off;
+- a ban lasts at most MAX_BAN_S (Binance's documented maximum, 3 days);
+- a response body has a cap (`max_body_bytes`, default 32 MiB): a larger one is
+  refused, and never buffered beyond the cap.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
@@ -16,6 +32,14 @@ from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
 
 log = logging.getLogger("schemahub.http")
+
+DEFAULT_MAX_RETRY_AFTER_S = 120.0  # Binance's 429s ask for the rest of a 1-minute window; Coinbase's for seconds
+DEFAULT_MAX_BODY_BYTES = 32 << 20  # a 1,000-trade page is ~100 KiB; a 512 MB Lambda must never hold hundreds of MB
+REQUEST_DEADLINE_FACTOR = 3.0  # a whole request (connect, headers, body) may take this many timeout_s
+MAX_BAN_S = 3 * 86_400.0  # Binance: "an IP ban that lasts from 2 minutes to 3 days"
+ERROR_BODY_BYTES = 64 << 10  # of a non-200 answer, only this much is read (for the message)
+_LONGEST_S = 10 * 365 * 86_400.0  # keeps an absurd Retry-After finite
+_CHUNK = 64 << 10
 
 
 class RateLimiter:
@@ -27,23 +51,42 @@ class RateLimiter:
         self.clock = clock
         self._tokens = float(burst)
         self._stamp = clock.monotonic()
+        self._held_until = -math.inf
         self._lock = threading.Lock()
 
-    def acquire(self) -> float:
-        """Take a token, sleeping if needed; return the seconds waited."""
+    def acquire(self, deadline: float | None = None, max_hold: float | None = None) -> float:
+        """Take a token, sleeping if needed; return the seconds waited.
+
+        While a penalty holds requests, raises DeadlineReached instead of
+        sleeping past `deadline` (a monotonic time), and RetryBudgetExhausted if
+        the hold is longer than `max_hold` seconds; neither takes a token. The
+        short waits that only space requests out are the caller's to budget
+        (the lander gives a run's first object a try while any time is left).
+        """
         with self._lock:
             now = self.clock.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
+            wait = 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+            hold = self._held_until - now
+            if max_hold is not None and hold > max_hold:
+                raise RetryBudgetExhausted(
+                    f"the exchange's Retry-After holds every request for {hold:.0f}s more, longer than the "
+                    f"{max_hold:.0f}s a run waits (retry.max_retry_after_s)"
+                )
+            if deadline is not None and hold > 0 and now + wait > deadline:
+                raise DeadlineReached(f"the time budget ends before the rate limit allows another request (in {wait:.1f}s)")
             self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
         self.clock.sleep(wait)
         return wait
 
     def penalize(self, seconds: float) -> None:
         """After a 429, drain the bucket so every thread slows down, not just the one that was told."""
         with self._lock:
-            self._tokens = min(self._tokens, -seconds * self.rate)
+            now = self.clock.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate, -seconds * self.rate)
+            self._stamp = now
+            self._held_until = max(self._held_until, now + seconds)
 
 
 class WeightBudget:
@@ -75,11 +118,17 @@ class WeightBudget:
                 now = self.clock.time()
                 self._until = self.clock.monotonic() + (self.window_s - now % self.window_s) + 0.05
 
-    def wait(self) -> float:
+    def wait(self, deadline: float | None = None) -> float:
+        """Wait until the window turns if the budget is spent; DeadlineReached instead of waiting past `deadline`."""
         with self._lock:
-            delay = self._until - self.clock.monotonic()
+            now = self.clock.monotonic()
+            delay = self._until - now
         if delay <= 0:
             return 0.0
+        if deadline is not None and now + delay > deadline:
+            raise DeadlineReached(
+                f"the time budget ends before the request-weight window turns ({self.used} of {self.limit} used; {delay:.1f}s)"
+            )
         log.info("request weight %d of %d used: pausing %.1fs until the window turns", self.used, self.limit, delay)
         self.clock.sleep(delay)
         return delay
@@ -112,7 +161,14 @@ _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524}
 
 
 class HttpClient:
-    """GET with keep-alive, timeouts, jittered exponential backoff, Retry-After and a retry budget."""
+    """GET with keep-alive, timeouts, jittered exponential backoff, Retry-After and a retry budget.
+
+    Args:
+        max_retry_after_s: the longest Retry-After honoured; a longer one stops the product.
+        max_body_bytes: the largest response body accepted (default 32 MiB).
+        request_deadline_s: the longest a whole request may take, body included
+            (default REQUEST_DEADLINE_FACTOR x timeout_s); never past the run's deadline.
+    """
 
     def __init__(
         self,
@@ -128,6 +184,9 @@ class HttpClient:
         rng: random.Random | None = None,
         pool: urllib3.PoolManager | None = None,
         weight: WeightBudget | None = None,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        request_deadline_s: float | None = None,
     ) -> None:
         self.name = name
         self.rate = rate
@@ -144,6 +203,9 @@ class HttpClient:
         self.stats = HttpStats()
         self._stats_lock = threading.Lock()
         self.weight = weight
+        self.max_retry_after_s = max_retry_after_s
+        self.max_body_bytes = max_body_bytes
+        self.request_deadline_s = request_deadline_s if request_deadline_s is not None else REQUEST_DEADLINE_FACTOR * timeout_s
         self.banned: str | None = None
         self.banned_for: float | None = None
 
@@ -167,59 +229,166 @@ class HttpClient:
         DeadlineReached (deadline is a clock.monotonic() value).
         """
         full = url + ("?" + urlencode(params) if params else "")
+        host = _host(full)
         last = ""
         for attempt in range(self.max_attempts):
             if self.banned:  # one ban stops every thread of this exchange: no request is sent after it
                 raise ExchangeBanned(self.banned, self.banned_for)
-            self._count(waited=self.rate.acquire())
-            if self.weight is not None:
-                self._count(waited=self.weight.wait())
+            self._wait_turn(full, deadline)
             retry_after: float | None = None
             try:
-                r = self.pool.request("GET", full, timeout=self.timeout, headers=headers, preload_content=True)
-            except (urllib3.exceptions.HTTPError, OSError) as e:
-                last = f"{type(e).__name__}: {e}"
-                reason = "timeout" if isinstance(e, urllib3.exceptions.TimeoutError) else "connection"
+                status, rheaders, body = self._fetch(full, host, headers, deadline)
+            except _Transient as e:
+                last, reason = str(e), e.reason
+                if deadline is not None and self.clock.monotonic() >= deadline:
+                    raise DeadlineReached(f"{self.name}: the time budget ended during {full} ({last}); a later run continues") from None
             else:
-                status = r.status
                 if self.weight is not None:
-                    self.weight.observe(r.headers)
-                if status == 451 or (status == 403 and b"restricted location" in r.data.lower()):
+                    self.weight.observe(rheaders)
+                if status == 451 or (status == 403 and b"restricted location" in body.lower()):
                     geo = GeoBlocked(self.name, status)  # a country block: no retry, and like a ban for every thread
                     self.banned, self.banned_for = str(geo), geo.retry_after_s
                     raise geo
                 if status in self.ban_statuses:
+                    raw = rheaders.get("Retry-After")
                     self.banned = (
-                        f"{self.name}: HTTP {status} from {full}: banned (Retry-After={r.headers.get('Retry-After')}); "
-                        f"stopping this exchange: {r.data[:200]!r}"
+                        f"{self.name}: HTTP {status} from {full}: banned (Retry-After={raw}); "
+                        f"stopping this exchange: {body[:200]!r}"
                     )
-                    self.banned_for = _retry_after(r.headers.get("Retry-After"))
+                    seconds = self._retry_after(raw, full)
+                    self.banned_for = None if seconds is None else min(seconds, MAX_BAN_S)
                     raise ExchangeBanned(self.banned, self.banned_for)
                 if status == 200:
-                    resp = Response(status, r.headers, r.data, full)
+                    resp = Response(status, rheaders, body, full)
                     if parse is None:
                         return resp
                     try:
-                        return Response(status, r.headers, r.data, full, parse(resp))
+                        return Response(status, rheaders, body, full, parse(resp))
                     except Retryable as e:
-                        last, reason, retry_after = f"bad body: {e}", "bad_body", e.retry_after
+                        last, reason, retry_after = f"bad body: {e}", "bad_body", _seconds(e.retry_after)
                 elif status in _RETRY_STATUS:
-                    last, reason = f"HTTP {status}: {r.data[:120]!r}", f"http_{status}"
-                    retry_after = _retry_after(r.headers.get("Retry-After"))
+                    last, reason = f"HTTP {status} from {host}: {body[:120]!r}", f"http_{status}"
+                    retry_after = self._retry_after(rheaders.get("Retry-After"), full)
                 else:
-                    raise SourceError(f"{self.name}: HTTP {status} from {full}: {r.data[:300]!r}")
+                    raise SourceError(f"{self.name}: HTTP {status} from {full}: {body[:300]!r}")
             self._note_retry(reason)
+            if retry_after is not None:
+                self.rate.penalize(retry_after)  # the whole exchange waits, so the others do not run into it
+                if retry_after > self.max_retry_after_s:
+                    raise RetryBudgetExhausted(
+                        f"{self.name}: {full} asks to wait {retry_after:.0f}s ({last[:80]}), longer than the "
+                        f"{self.max_retry_after_s:.0f}s a run waits (retry.max_retry_after_s); stopping this product, "
+                        "a later run continues"
+                    )
             if attempt + 1 >= self.max_attempts:
                 break
             delay = self._backoff(attempt)
             if retry_after is not None:
                 delay = max(delay, retry_after)
-                self.rate.penalize(retry_after)
             if deadline is not None and self.clock.monotonic() + delay > deadline:
-                raise DeadlineReached(f"{self.name}: time budget ends before the next retry ({last})")
+                raise DeadlineReached(f"{self.name}: time budget ends before the next retry of {full} ({last})")
             log.info("retrying %s in %.2fs after %s", full, delay, last)
             self.clock.sleep(delay)
-        raise RetryBudgetExhausted(f"{self.name}: gave up on {full} after {self.max_attempts} attempts; last error: {last}")
+        raise RetryBudgetExhausted(
+            f"{self.name}: gave up on {full} after {self.max_attempts} attempts; last error: {last}; {_HINTS.get(reason, _HINTS['http'])}"
+        )
+
+    def _wait_turn(self, full: str, deadline: float | None) -> None:
+        """The shared limiter and weight budget; neither ever waits past the deadline or a capped Retry-After."""
+        try:
+            waited = self.rate.acquire(deadline, self.max_retry_after_s)
+            if self.weight is not None:
+                waited += self.weight.wait(deadline)
+        except DeadlineReached as e:
+            raise DeadlineReached(f"{self.name}: {e}; {full} not sent, a later run continues") from None
+        except RetryBudgetExhausted as e:
+            raise RetryBudgetExhausted(f"{self.name}: {e}; {full} not sent: stopping this product, a later run continues") from None
+        self._count(waited)
+
+    def _fetch(self, full: str, host: str, headers: dict[str, str] | None, deadline: float | None) -> tuple[int, Any, bytes]:
+        """One GET within the request's own deadline and the run's; the body is read in bounded chunks."""
+        start = self.clock.monotonic()
+        until = start + self.request_deadline_s
+        # A request in flight when the run's time ends is cut there. One sent after it (the lander gives a
+        # run's first object a try while any time is left) has only its own deadline.
+        run_bound = deadline is not None and start < deadline <= until
+        if run_bound:
+            until = deadline
+        try:
+            r = self.pool.request("GET", full, timeout=self._timeout(until - start), headers=headers, preload_content=False)
+        except urllib3.exceptions.LocationValueError as e:
+            raise SourceError(f"{self.name}: {full} is not a valid URL ({e}); check the exchange's base_url") from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _transient(e, host) from None
+        ok = False
+        try:
+            strict = r.status == 200
+            body = self._read_body(r, full, host, until, run_bound, self.max_body_bytes if strict else ERROR_BODY_BYTES, strict)
+            ok = True
+            return r.status, r.headers, body
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if self.clock.monotonic() >= until:  # the last read was cut short at the deadline
+                raise self._late(full, host, run_bound, None) from None
+            raise _transient(e, host) from None
+        finally:
+            if not ok:
+                r.close()  # an abandoned body: drop the connection rather than read the rest
+            r.release_conn()
+
+    def _read_body(self, r, full: str, host: str, until: float, run_bound: bool, limit: int, strict: bool) -> bytes:
+        declared = str(r.headers.get("Content-Length") or "").strip()
+        if strict and declared.isdigit() and int(declared) > limit:
+            raise SourceError(
+                f"{self.name}: the response from {full} announces {_mib(int(declared))} (Content-Length), larger than "
+                f"the {_mib(limit)} cap on a response body; refusing it: lower trades.page_size, or raise max_body_bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        sock = getattr(getattr(r, "connection", None), "sock", None)
+        read_s = self.timeout.read_timeout if isinstance(self.timeout.read_timeout, (int, float)) else None
+        while True:
+            left = until - self.clock.monotonic()
+            if left <= 0:
+                raise self._late(full, host, run_bound, size)
+            if sock is not None and (read_s is None or left < read_s):  # one read may not outlast the request either
+                sock.settimeout(max(0.001, left))
+            chunk = r.read1(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                if not strict:  # an error answer: its start is enough for the message
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    r.close()
+                    return b"".join(chunks)
+                raise SourceError(
+                    f"{self.name}: the response from {full} is larger than the {_mib(limit)} cap on a response body "
+                    f"(more than {size} bytes so far); refusing it: lower trades.page_size, or raise max_body_bytes"
+                )
+            chunks.append(chunk)
+
+    def _late(self, full: str, host: str, run_bound: bool, size: int | None) -> Exception:
+        got = "" if size is None else f", {size} bytes of the body so far"
+        if run_bound:
+            return DeadlineReached(
+                f"{self.name}: the time budget ended while {host} was still answering {full}{got}; a later run continues"
+            )
+        return _Transient(f"the whole request to {host} took more than {self.request_deadline_s:.1f}s{got} (a slow drip?)", "timeout")
+
+    def _timeout(self, left: float) -> urllib3.Timeout:
+        """The configured connect and read timeouts, neither beyond what the request has left."""
+        def within(v):
+            return min(v, left) if isinstance(v, (int, float)) else left
+        c, r = self.timeout.connect_timeout, self.timeout.read_timeout
+        if isinstance(c, (int, float)) and isinstance(r, (int, float)) and left >= max(c, r):
+            return self.timeout
+        return urllib3.Timeout(connect=within(self.timeout.connect_timeout), read=within(self.timeout.read_timeout))
+
+    def _retry_after(self, value: str | None, full: str) -> float | None:
+        seconds = parse_retry_after(value, self.clock)
+        if seconds is None and value is not None and value.strip():
+            log.warning("%s: ignoring an unusable Retry-After %r from %s (neither seconds nor an HTTP-date)", self.name, value, full)
+        return seconds
 
     def _count(self, waited: float) -> None:
         with self._stats_lock:
@@ -234,10 +403,91 @@ class HttpClient:
             self.stats.note(reason)
 
 
-def _retry_after(value: str | None) -> float | None:
+class _Transient(Exception):
+    """One attempt failed in a way another attempt may not (never leaves HttpClient.get)."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+_HINTS = {
+    "dns": "check the network and DNS, and the exchange's base URL (--base-url); a later run continues",
+    "connection": "check the network and the exchange's base URL (--base-url); a later run continues",
+    "timeout": "the exchange is slow or unreachable: check the network, or raise timeout_s; a later run continues",
+    "http": "the exchange keeps failing; check its status page; a later run continues",
+}
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def _transient(e: BaseException, host: str) -> _Transient:
+    """One line naming the host for a connection-level failure, without urllib3's object reprs."""
+    E = urllib3.exceptions
+    detail = _os_reason(e)
+    if isinstance(e, E.NameResolutionError):
+        return _Transient(f"DNS lookup of {host.rsplit(':', 1)[0] if host.count(':') == 1 else host} failed ({detail})", "dns")
+    if isinstance(e, (E.NewConnectionError, ConnectionRefusedError)):  # before ConnectTimeoutError, its base class
+        if "refused" in detail.lower():
+            return _Transient(f"connection refused by {host}", "connection")
+        return _Transient(f"cannot connect to {host} ({detail})", "connection")
+    if isinstance(e, E.ConnectTimeoutError):
+        return _Transient(f"connecting to {host} timed out", "timeout")
+    if isinstance(e, (E.ReadTimeoutError, TimeoutError)):
+        return _Transient(f"{host} sent nothing within the read timeout", "timeout")
+    if isinstance(e, (E.NewConnectionError, ConnectionRefusedError)):
+        if "refused" in detail.lower():
+            return _Transient(f"connection refused by {host}", "connection")
+        return _Transient(f"cannot connect to {host} ({detail})", "connection")
+    if isinstance(e, E.ProtocolError):
+        return _Transient(f"{host} broke off the response ({detail})", "connection")
+    return _Transient(f"{type(e).__name__} talking to {host} ({detail})", "connection")
+
+
+def _os_reason(e: BaseException) -> str:
+    seen = e
+    for _ in range(5):
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if not isinstance(nxt, BaseException):
+            break
+        seen = nxt
+    text = re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(e))
+    return re.sub(r"<[^>]* object at 0x[0-9a-f]+>:?\s*", "", text)[:200]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+_DELAY_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def _seconds(value: float | None) -> float | None:
+    """A finite, non-negative wait (absurd ones clamped), or None."""
+    if value is None or not math.isfinite(value) or value < 0:
+        return None
+    return min(float(value), _LONGEST_S)
+
+
+def parse_retry_after(value: str | None, clock: Clock = SYSTEM_CLOCK) -> float | None:
+    """Retry-After as seconds from now: delay-seconds (digits) or an HTTP-date (RFC 9110 10.2.3); None if neither.
+
+    Python's float() would also read "inf", "nan", "1e20", "-5" and "1_000"; none of those is a delay.
+    """
     if not value:
         return None
+    m = _DELAY_SECONDS.match(value)
+    if m:
+        return _seconds(float(m.group(1)))
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # HTTP-date form; fall back to our own backoff
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return _seconds(max(0.0, (when - clock.now()).total_seconds()))

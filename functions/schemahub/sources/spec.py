@@ -31,6 +31,7 @@ class RetrySpec(_Strict):
     max_attempts: int = Field(default=8, ge=1, le=50)
     base_delay_s: float = Field(default=0.25, ge=0)
     max_delay_s: float = Field(default=30.0, ge=0)
+    max_retry_after_s: float = Field(default=120.0, gt=0, le=86_400, description="longest Retry-After honoured; a longer one stops the product")
 
 
 class PageChecks(_Strict):
