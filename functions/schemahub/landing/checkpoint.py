@@ -127,9 +127,12 @@ class Checkpoints:
             obj = self.store.get(key)
         except NotFound:
             return None
-        cp = Checkpoint.from_json(obj.data, obj.etag, key)
-        if (cp.exchange, cp.product_id) != (exchange, product_id):
-            raise InvalidCheckpoint(key, f"holds {cp.exchange}/{cp.product_id}, not {exchange}/{product_id}")
+        try:
+            cp = Checkpoint.from_json(obj.data, obj.etag, key)
+            if (cp.exchange, cp.product_id) != (exchange, product_id):
+                raise InvalidCheckpoint(key, f"holds {cp.exchange}/{cp.product_id}, not {exchange}/{product_id}")
+        except InvalidCheckpoint as e:
+            raise InvalidCheckpoint(key, f"{e.reason}; {repair_hint(exchange, product_id)}") from None
         return cp
 
     def reload(self, exchange: str, product_id: str) -> Checkpoint:
