@@ -348,3 +348,38 @@ def test_leftover_temporary_files_and_stray_keys_under_raw_are_ignored(store):
     _exactly_once(store)
     repaired = repair_checkpoint(store, "coinbase", "BTC-USD", dry_run=True)
     assert repaired.action == "unchanged" and (repaired.after.lo, repaired.after.hi) == (0, 1000)
+
+
+# ------------------------------------------------------------------ leases and bans read back
+
+@pytest.mark.parametrize("data", [b"{", b"[]", b'{"owner": "x", "expires_at": "soon"}', b'{"expires_at": NaN}', b""])
+def test_an_unreadable_lease_is_taken_over_not_a_product_stopped_forever(store, data):
+    # The lease only saves duplicate work; a torn lease file must not fail the product on every run.
+    from schemahub.layout import lease_key
+
+    _raw_write(store, lease_key("coinbase", "BTC-USD"), data)
+    res = Lander(store, ScriptedSource(PRESENT, head=1000)).run(P, IngestOptions(since=since(0)))
+    assert res.status == "ok", res.message
+    _exactly_once(store)
+
+
+@pytest.mark.parametrize("data", [b"{", b'{"until": "tomorrow"}', b'{"until": 1e300, "until_iso": "5195-01-01"}', b"[1]"])
+def test_an_unreadable_or_absurd_ban_note_does_not_block_the_exchange_forever(store, data):
+    from schemahub.layout import ban_key
+
+    _raw_write(store, ban_key("coinbase"), data)
+    res = ingest(store, ScriptedSource(PRESENT, head=1000), [P], IngestOptions(since=since(0)))
+    assert [r.status for r in res] == ["ok"], [r.message for r in res]
+
+
+def test_a_recorded_ban_lasts_at_most_three_days_and_nan_is_not_zero(store):
+    from schemahub.errors import ExchangeBanned
+    from schemahub.landing import active_ban, record_ban
+    from schemahub.layout import ban_key
+
+    clock = FakeClock()
+    record_ban(store, "binance", ExchangeBanned("418", retry_after_s=1e20), clock)
+    assert json.loads(store.get(ban_key("binance")).data)["until"] == clock.time() + 3 * 86400
+    record_ban(store, "binance", ExchangeBanned("418", retry_after_s=float("nan")), clock)
+    clock.advance(60)
+    assert active_ban(store, "binance", clock) is not None  # NaN is not a 0-second ban
