@@ -167,7 +167,11 @@ class Lander:
                 if start < cp.lo:
                     res.plan["backfill"] = {"target": start, "to_land": cp.lo - start}
         if "backfill" in res.plan and not self.source.supports_backfill:
-            res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+            if cp is not None and cp.lo == cp.hi and not cp.started and cp.backfill_target is None:
+                res.plan["backfill"] = {"moves_start_to": res.plan["backfill"]["target"],
+                                        "why": "nothing has landed yet, so the chain starts at the earlier --since"}
+            else:
+                res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
         if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
             res.plan["to_land"] = None
             res.plan["head_cursor"] = head
