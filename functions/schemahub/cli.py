@@ -577,6 +577,14 @@ def _ingest_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--wait-lease", type=_positive["--wait-lease"], default=0.0, help="wait up to this long for a held lease (default: skip)")
 
 
+def cmd_repair_checkpoint(args) -> int:
+    from schemahub.landing.repair import repair_checkpoint
+    from schemahub.store import open_store
+
+    print(repair_checkpoint(open_store(args.storage), args.exchange, args.product, dry_run=args.dry_run).report())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--storage", type=_arg(settings.storage_location), help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
@@ -637,6 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
     s.add_argument("--dry-run", action="store_true", help="list the product-days it would compact")
     s.set_defaults(func=cmd_compact)
+
+    s = sub.add_parser("repair-checkpoint", parents=[common], help="rebuild a product's checkpoint from its raw chain")
+    s.add_argument("--exchange", required=True)
+    s.add_argument("--product", required=True, help="unified product id (BTC-USD)")
+    s.add_argument("--dry-run", action="store_true", help="write nothing; print the checkpoint it would write")
+    s.set_defaults(func=cmd_repair_checkpoint)
 
     s = sub.add_parser("demo", parents=[common], help="offline: simulators -> run -> stats and queries, in ./demo-data")
     s.add_argument("--since", type=_since, help="first trade time to land (default: each mapping's first_run_lookback)")

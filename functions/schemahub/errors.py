@@ -117,3 +117,7 @@ class DeadlineReached(SchemahubError):
 
 class LeaseHeld(SchemahubError):
     """Another run holds the product's lease."""
+
+
+class ChainBroken(SchemahubError):
+    """The raw objects of a product do not form one chain (a gap or an overlap): no checkpoint can describe them."""

@@ -4,14 +4,27 @@ Why it holds:
 - A raw object's key is derived from the cursor it starts at, and it covers
   the cursor range (start, end] written in its header line. It is written
   create-only, so each start cursor has at most one object.
-- The checkpoint's `hi` only ever moves to the `end` of the object at key(hi),
-  by compare-and-swap. The chain start -> end -> end' ... is therefore unique,
-  whoever walks it and however often they crash: a rerun that finds key(hi)
-  already written adopts that object's end instead of writing a second one.
+- The checkpoint's `hi` only ever moves from `start` to the `end` of an object
+  that exists at key(start), by compare-and-swap. An empty cursor range (a
+  confirmed gap) still lands an object, header only, so every step of the chain
+  start -> end -> end' ... is an object. Each key holds at most one object, so
+  the chain is unique whoever walks it, however often they crash and whether
+  or not the lease holds: a run that finds key(start) already written adopts
+  that object's end instead of writing a second one, and a run whose object
+  lost the race follows the winner's chain.
+- A checkpoint read back is checked before it is trusted: `lo` must be the
+  start of the chain (the lowest raw key) and `hi` the end of the object at
+  key(last) (one header read). Anything else is refused, naming the key;
+  `schemahub repair-checkpoint` rebuilds it from the chain.
 - Backfill walks its own chain from an older target up to `lo`, through keys
   that are all below `lo`, so the two chains never share a key or a trade.
 - The lease only saves duplicate work between concurrent runs; correctness
   does not depend on it.
+- A chain on which nothing was ever landed (`started` false) may move its
+  start earlier (a first run that landed nothing, then an earlier --since on a
+  source that cannot backfill). The first write of a chain marks it started by
+  compare-and-swap before its object is put, so a stale run can never land an
+  object at a start that was moved away.
 """
 
 from __future__ import annotations
@@ -23,11 +36,20 @@ from datetime import datetime
 
 from schemahub import rawobject
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import DeadlineReached, ExchangeBanned, LeaseHeld, NotFound, PreconditionFailed, SchemahubError
-from schemahub.landing.checkpoint import Checkpoint, Checkpoints
+from schemahub.errors import (
+    DamagedObject,
+    DeadlineReached,
+    ExchangeBanned,
+    InvalidCheckpoint,
+    LeaseHeld,
+    NotFound,
+    PreconditionFailed,
+    SchemahubError,
+)
+from schemahub.landing.checkpoint import Checkpoint, Checkpoints, repair_hint
 from schemahub.landing.checkpoint import iso as _iso
 from schemahub.landing.lease import Lease
-from schemahub.layout import checkpoint_key, raw_key, raw_prefix
+from schemahub.layout import RawKey, checkpoint_key, parse_raw_key, raw_key, raw_prefix
 from schemahub.sources.base import Chunk, Product, Source
 from schemahub.store.base import ObjectStore
 
@@ -106,6 +128,10 @@ class Lander:
         except SchemahubError as e:
             res.status, res.message = "failed", str(e)
             log.error("%s/%s failed: %s", self.exchange, product.product_id, e)
+        except Exception as e:  # noqa: BLE001 - one product's trouble (OSError, a bad value) never stops the others
+            res.status, res.message = "failed", f"{type(e).__name__}: {e}"
+            log.error("%s/%s failed: %s: %s", self.exchange, product.product_id, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
         return res
 
     def _acquire(self, lease: Lease, opts: IngestOptions, deadline: float | None) -> None:
@@ -125,6 +151,8 @@ class Lander:
     def _plan(self, product: Product, opts: IngestOptions, res: ProductResult, deadline) -> ProductResult:
         res.status = "planned"
         cp = self.checkpoints.load(self.exchange, product.product_id)
+        if cp is not None:
+            self._check_chain(cp)
         head = self.source.head(product.symbol, deadline)
         res.head = head
         if cp is None:
@@ -138,12 +166,18 @@ class Lander:
             res.plan = {"first_run": False, "from_cursor": cp.hi, "to_land": max(0, head - cp.hi)}
             if cp.backfill_target is not None:
                 res.plan["backfill_in_progress"] = {"target": cp.backfill_target, "cursor": cp.backfill_cursor}
+                if cp.backfill_next is not None:
+                    res.plan["backfill_in_progress"]["then"] = cp.backfill_next
             elif opts.since is not None:
                 start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
                 if start < cp.lo:
                     res.plan["backfill"] = {"target": start, "to_land": cp.lo - start}
         if "backfill" in res.plan and not self.source.supports_backfill:
-            res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+            if cp is not None and cp.lo == cp.hi and not cp.started and cp.backfill_target is None:
+                res.plan["backfill"] = {"moves_start_to": res.plan["backfill"]["target"],
+                                        "why": "nothing has landed yet, so the chain starts at the earlier --since"}
+            else:
+                res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
         if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
             res.plan["to_land"] = None
             res.plan["head_cursor"] = head
@@ -160,29 +194,19 @@ class Lander:
             if opts.resume:
                 res.status, res.message = "skipped", "no checkpoint and --resume given"
                 return
-            existing = next(iter(self.store.list(raw_prefix(self.exchange, pid))), None)
+            existing = self._first_raw(pid)
             if existing is not None:
                 raise SchemahubError(
                     f"{checkpoint_key(self.exchange, pid)} is missing but raw objects exist (e.g. {existing.key}); "
-                    "restore the checkpoint before ingesting, or new objects could overlap old ones"
+                    f"new objects could overlap them: {repair_hint(self.exchange, pid)}"
                 )
             start = self.source.start_cursor(product.symbol, self._since(opts), head, deadline)
             cp = self.checkpoints.create(Checkpoint(self.exchange, pid, start, start))
-        elif opts.since is not None and cp.backfill_target is None:
+        first = self._check_chain(cp)
+        if opts.since is not None:
             start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
-            if start < cp.lo and not self.source.supports_backfill:
-                raise SchemahubError(
-                    f"{self.exchange}/{pid}: --since is before the landed range, and {self.exchange}'s cursor cannot "
-                    "bound a backfill; ingest that period into another storage instead"
-                )
             if start < cp.lo:
-                target = start
-                cp = self.checkpoints.update(
-                    cp,
-                    lambda c: None
-                    if c.backfill_target is not None or target >= c.lo
-                    else replace(c, backfill_target=target, backfill_cursor=target),
-                )
+                cp = self._earlier(cp, start, first is None, res)
         for _ in range(3):
             try:
                 cp = self._walk(product, cp, head, res, lease, deadline)
@@ -191,11 +215,107 @@ class Lander:
                 # Another run landed a different object at one of our keys (only
                 # possible after a lease expiry): follow its chain from the checkpoint.
                 log.warning("%s/%s: %s; continuing from the checkpoint", self.exchange, pid, e)
-                cp = self.checkpoints.load(self.exchange, pid)
+                cp = self.checkpoints.reload(self.exchange, pid)
         else:
             raise SchemahubError(f"{self.exchange}/{pid}: another run keeps landing the same keys; stopping")
         res.lo, res.hi = cp.lo, cp.hi
 
+    # ------------------------------------------------------------ checks of what the store holds
+    def _raw_keys(self, pid: str):
+        """The product's raw keys in cursor order; stray keys (temporary files, foreign names) are skipped."""
+        for info in self.store.list(raw_prefix(self.exchange, pid)):
+            rk = parse_raw_key(info.key)
+            if rk is not None and rk.product_id == pid:
+                yield rk
+
+    def _first_raw(self, pid: str) -> RawKey | None:
+        return next(self._raw_keys(pid), None)
+
+    def _check_chain(self, cp: Checkpoint) -> RawKey | None:
+        """Refuse a checkpoint whose lo is not the chain's start or whose hi is not an object's end.
+
+        Costs one listing (its first page) and one header read per chain end;
+        returns the lowest raw key (None if the product has no raw object).
+        """
+        pid, key = cp.product_id, checkpoint_key(cp.exchange, cp.product_id)
+        hint = repair_hint(cp.exchange, pid)
+        first = self._first_raw(pid)
+        bf, bcur = cp.backfill_target, cp.backfill_cursor
+        if first is None:
+            if cp.hi > cp.lo or (bf is not None and bcur > bf):
+                raise InvalidCheckpoint(key, f"says cursors up to {cp.hi} landed, but there is no raw object under "
+                                             f"{raw_prefix(cp.exchange, pid)}; {hint}")
+            return None
+        starts = {cp.lo} if bf is None else ({bf} if bcur > bf else {bf, cp.lo})
+        if first.start not in starts:
+            raise InvalidCheckpoint(key, f"lo {cp.lo} is not the start of the raw chain, whose lowest object is "
+                                         f"{first.key}; {hint}")
+        if cp.hi > cp.lo:
+            self._check_end(cp, cp.last, cp.lo, cp.hi, "hi")
+        if bf is not None and bcur > bf:
+            self._check_end(cp, cp.backfill_last, bf, bcur, "backfill cursor")
+        return first
+
+    def _check_end(self, cp: Checkpoint, last: int | None, lo: int, end: int, what: str) -> None:
+        pid, key = cp.product_id, checkpoint_key(cp.exchange, cp.product_id)
+        hint = repair_hint(cp.exchange, pid)
+        if last is None:  # a checkpoint written before `last` was recorded: the object below `end` by listing
+            last = max((rk.start for rk in self._raw_keys(pid) if lo <= rk.start < end), default=None)
+            if last is None:
+                raise InvalidCheckpoint(key, f"{what} {end} is not the end of a raw object: none starts in "
+                                             f"[{lo}, {end}); {hint}")
+        okey = raw_key(cp.exchange, pid, last)
+        try:
+            obj = self.store.get(okey)
+        except NotFound:
+            raise InvalidCheckpoint(key, f"{what} {end} should be the end of {okey}, which does not exist; {hint}") from None
+        try:
+            h = rawobject.read_header(obj.data, okey)
+        except DamagedObject as e:
+            raise DamagedObject(okey, f"{e.reason}; it is the object the checkpoint's {what} ends at: restore it "
+                                      f"from a backup, or move it out of raw/ and {hint}") from None
+        if (h.start, h.end) != (last, end):
+            raise InvalidCheckpoint(key, f"{what} {end} is not an object boundary: {okey} covers "
+                                         f"({h.start}, {h.end}]; {hint}")
+
+    def _earlier(self, cp: Checkpoint, start: int, chain_empty: bool, res: ProductResult) -> Checkpoint:
+        """Act on a --since before the landed range: backfill, queue behind a backfill, or move an empty start."""
+        pid = cp.product_id
+        if not self.source.supports_backfill:
+            refused = SchemahubError(
+                f"{self.exchange}/{pid}: --since is before the landed range, and {self.exchange}'s cursor cannot "
+                "bound a backfill; ingest that period into another storage instead"
+            )
+            if not chain_empty:
+                raise refused
+
+            def rebase(c: Checkpoint) -> Checkpoint | None:
+                if c.lo <= start:
+                    return None
+                if c.started or c.lo != c.hi or c.backfill_target is not None:
+                    raise refused  # an object was landed meanwhile: the chain's start is fixed now
+                return replace(c, lo=start, hi=start, last=None)
+
+            # Nothing was ever landed on this chain (e.g. a first run offline): start it earlier instead.
+            res.message = f"nothing had landed yet: the chain now starts at cursor {start} instead of {cp.lo}"
+            return self.checkpoints.update(cp, rebase, backward=True)
+
+        def want(c: Checkpoint) -> Checkpoint | None:
+            if start >= c.lo:
+                return None
+            if c.backfill_target is None:
+                return replace(c, backfill_target=start, backfill_cursor=start, backfill_last=None)
+            if start >= c.backfill_target or (c.backfill_next is not None and c.backfill_next <= start):
+                return None
+            return replace(c, backfill_next=start)  # one chain at a time: it starts where this one ends
+
+        cp = self.checkpoints.update(cp, want)
+        if cp.backfill_next is not None:
+            res.message = (f"a backfill down to cursor {cp.backfill_target} is in progress (at {cp.backfill_cursor}); "
+                           f"the earlier --since (cursor {cp.backfill_next}) is queued and starts when it completes")
+        return cp
+
+    # ------------------------------------------------------------ the walk
     def _walk(self, product: Product, cp: Checkpoint, head: int, res: ProductResult, lease: Lease, deadline) -> Checkpoint:
         """Fetch objects in order here while a writer thread lands them and advances the checkpoint."""
         writer = _Writer(self, cp, res)
@@ -214,12 +334,14 @@ class Lander:
                 group = self._fetch_group(product, cursor, upper, head, res, deadline)
                 writer.submit(group, advance)
                 cursor = group.end
-                if upper is None and group.caught_up:
+                stuck = group.end <= group.start  # nothing more to fetch below this head
+                if (upper is None and group.caught_up) or (upper is not None and (cursor >= upper or stuck)):
                     cp = writer.drain()
-                    if cp.backfill_target is None:
+                    if cp.backfill_target is None or (upper is not None and stuck):
                         break
+                    # Walk the backfill chain (or, once one completes, the earlier one queued behind it).
                     cursor, upper, advance = cp.backfill_cursor, cp.lo, _advance_backfill
-                elif upper is not None and cursor >= upper:
+                elif stuck:
                     break
             return writer.drain()
         finally:
@@ -233,7 +355,7 @@ class Lander:
     def _fetch_group(self, product: Product, start: int, upper: int | None, head: int, res: ProductResult, deadline) -> _Group:
         """Fetch up to pages_per_object pages from `start`, or adopt the object already landed there."""
         key = raw_key(self.exchange, product.product_id, start)
-        existing = self._existing_end(key)
+        existing = self._existing_end(key, start)
         if existing is not None:
             # A crashed or concurrent run already landed this object: adopt it.
             return _Group(key, start, existing, None, caught_up=False)
@@ -250,7 +372,8 @@ class Lander:
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
             if caught_up or (upper is not None and cursor >= upper):
                 break
-        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if lines else None
+        # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
+        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if cursor > start else None
         return _Group(key, start, cursor, header, lines, caught_up)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
@@ -268,12 +391,21 @@ class Lander:
                           head if self.source.counts_trades else None)
         return chunk.end, chunk.caught_up
 
-    def _existing_end(self, key: str) -> int | None:
+    def _existing_end(self, key: str, start: int) -> int | None:
+        """The end of the object already at key (the chain's next step), None if there is none."""
         try:
             obj = self.store.get(key)
         except NotFound:
             return None
-        return rawobject.read_header(obj.data, key).end
+        try:
+            h = rawobject.read_header(obj.data, key)
+            if h.start != start or h.end <= start:
+                raise DamagedObject(key, f"its header covers ({h.start}, {h.end}], which does not start at its key")
+        except DamagedObject as e:
+            raise DamagedObject(key, f"{e.reason}. This object sits where the checkpoint's next object lands, and "
+                                     "schemahub never overwrites a raw object: inspect it, then move it out of raw/ "
+                                     "(the next run fetches its range again)") from None
+        return h.end
 
     def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str]) -> dict:
         return rawobject.make_header(
@@ -332,18 +464,23 @@ class _Writer:
         lander, res = self.lander, self.res
         if g.lines is None:
             res.adopted += 1
-        elif g.lines:
+        elif g.end > g.start:
+            if not self.cp.started:
+                # Fix the chain's start before its first object exists (see the module docstring).
+                self.cp = lander.checkpoints.update(self.cp, lambda c: _start_chain(c, g.start, advance))
             try:
                 lander.store.put(g.key, rawobject.encode(g.header, g.lines), if_none_match=True)
                 res.objects += 1
                 res.trades += len(g.lines)
             except PreconditionFailed:
-                existing = lander._existing_end(g.key)
+                existing = lander._existing_end(g.key, g.start)
                 res.adopted += 1
                 if existing != g.end:
                     raise _ChainDiverged(f"{g.key} ends at {existing}, not {g.end}") from None
-        end = g.end
-        self.cp = lander.checkpoints.update(self.cp, lambda c: advance(c, end))
+        else:
+            return  # nothing fetched and no range covered: the checkpoint stays
+        start, end = g.start, g.end
+        self.cp = lander.checkpoints.update(self.cp, lambda c: advance(c, start, end))
 
 
 def _page_checks(chunk: Chunk, res: ProductResult, requests: list[str], exchange: str, product_id: str) -> None:
@@ -360,16 +497,32 @@ def _page_checks(chunk: Chunk, res: ProductResult, requests: list[str], exchange
         res.message = f"warning: {res.warnings[0]}" + (f" (+{len(res.warnings) - 1} more)" if len(res.warnings) > 1 else "")
 
 
-def _advance_hi(c: Checkpoint, end: int) -> Checkpoint | None:
-    return None if c.hi >= end else replace(c, hi=end)
+def _advance_hi(c: Checkpoint, start: int, end: int) -> Checkpoint | None:
+    """Move hi from start to the end of the object at key(start), or nothing if another run already did."""
+    if c.hi >= end:
+        return None
+    if c.hi != start:
+        raise _ChainDiverged(f"the checkpoint's hi is {c.hi}, not {start} where this object starts")
+    return replace(c, hi=end, last=start, started=True)
 
 
-def _advance_backfill(c: Checkpoint, end: int) -> Checkpoint | None:
+def _advance_backfill(c: Checkpoint, start: int, end: int) -> Checkpoint | None:
     if c.backfill_target is None or c.backfill_cursor >= end:
         return None
-    if end >= c.lo:
-        return replace(c, lo=c.backfill_target, backfill_target=None, backfill_cursor=None)
-    return replace(c, backfill_cursor=end)
+    if c.backfill_cursor != start:
+        raise _ChainDiverged(f"the backfill cursor is {c.backfill_cursor}, not {start} where this object starts")
+    if end >= c.lo:  # the chains meet: the landed range now starts at the target (and a queued backfill begins)
+        nxt = c.backfill_next
+        return replace(c, lo=c.backfill_target, backfill_target=nxt, backfill_cursor=nxt, backfill_last=None,
+                       backfill_next=None, started=True)
+    return replace(c, backfill_cursor=end, backfill_last=start, started=True)
+
+
+def _start_chain(c: Checkpoint, start: int, advance) -> Checkpoint | None:
+    at = c.hi if advance is _advance_hi else c.backfill_cursor
+    if at != start:  # e.g. the empty chain's start was moved while we fetched: follow the checkpoint instead
+        raise _ChainDiverged(f"the checkpoint moved to {at} before the object at {start} was landed")
+    return None if c.started else replace(c, started=True)
 
 
 def iter_raw(store: ObjectStore, exchange: str, product_id: str):

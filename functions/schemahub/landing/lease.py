@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import socket
 import uuid
@@ -11,6 +13,22 @@ from schemahub.clock import Clock
 from schemahub.errors import LeaseHeld, NotFound, PreconditionFailed
 from schemahub.layout import lease_key
 from schemahub.store.base import ObjectStore
+
+log = logging.getLogger("schemahub.landing")
+
+
+def _parse(data: bytes) -> dict | None:
+    """A lease document with a numeric expires_at, or None if it is not one."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    exp = doc.get("expires_at")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+        return None
+    return doc
 
 
 class Lease:
@@ -40,7 +58,11 @@ class Lease:
                 cur = self.store.get(self.key)
             except NotFound:
                 return self.acquire()
-            held = json.loads(cur.data)
+            held = _parse(cur.data)
+            if held is None:
+                # Unreadable (a torn write by another tool, a hand edit): the lease only saves work, so take it over.
+                log.warning("lease %s is unreadable; taking it over", self.key)
+                held = {}
             if not self._stale(held):
                 raise LeaseHeld(
                     f"lease {self.key} is held by {held.get('owner')} for {held['expires_at'] - self.clock.time():.0f}s more"
