@@ -219,29 +219,21 @@ class FaultPlan:
         self._lock = threading.Lock()
 
     def pick(self) -> str | None:
-        with self._lock:
-            if self.script:
-                kind = self.script.popleft()
-            else:
-                kind = None
-                r = self._rng.random()
-                for k, p in self.rates.items():
-                    if r < p:
-                        kind = k
-                        break
-                    r -= p
-            if kind:
-                self.served[kind] = self.served.get(kind, 0) + 1
-            return kind
+        """The next response fault: scripted first, else drawn by probability."""
+        return self._draw(self.script, self.rates)
 
     def pick_page(self) -> str | None:
+        """The next page-content fault: scripted first, else drawn by probability."""
+        return self._draw(self.page_script, self.page_rates)
+
+    def _draw(self, script, rates: dict) -> str | None:
         with self._lock:
-            if self.page_script:
-                kind = self.page_script.popleft()
+            if script:
+                kind = script.popleft()
             else:
                 kind = None
-                r = self._rng.random() if self.page_rates else 1.0
-                for k, p in self.page_rates.items():
+                r = self._rng.random() if rates else 1.0
+                for k, p in rates.items():
                     if r < p:
                         kind = k
                         break
