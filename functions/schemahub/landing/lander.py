@@ -202,7 +202,12 @@ class Lander:
                 )
             start = self.source.start_cursor(product.symbol, self._since(opts), head, deadline)
             cp = self.checkpoints.create(Checkpoint(self.exchange, pid, start, start))
+        self._hi_header = None
         first = self._check_chain(cp)
+        if self._hi_header is not None and self._hi_header.max_id is not None:
+            # The newest trade id landed so far: an exchange whose cursor is a time (Kraken) needs it to tell a
+            # repeat or a hole at the start of this run's first page from new trades.
+            self.source.landed_before(product.symbol, cp.hi, self._hi_header.max_id)
         if opts.since is not None:
             start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
             if start < cp.lo:
@@ -277,6 +282,8 @@ class Lander:
         if (h.start, h.end) != (last, end):
             raise InvalidCheckpoint(key, f"{what} {end} is not an object boundary: {okey} covers "
                                          f"({h.start}, {h.end}]; {hint}")
+        if what == "hi":
+            self._hi_header = h
 
     def _earlier(self, cp: Checkpoint, start: int, chain_empty: bool, res: ProductResult) -> Checkpoint:
         """Act on a --since before the landed range: backfill, queue behind a backfill, or move an empty start."""

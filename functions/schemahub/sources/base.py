@@ -201,6 +201,9 @@ class Source(abc.ABC):
     def exchange(self) -> str:
         return self.spec.exchange
 
+    def landed_before(self, symbol: str, cursor: int, max_id: int) -> None:
+        """Told before a run: the largest trade id already landed below cursor (id-keyed sources need nothing)."""
+
     @abc.abstractmethod
     def head(self, symbol: str, deadline: float | None = None) -> int:
         """The newest cursor now (for progress and for telling gaps from the live edge)."""

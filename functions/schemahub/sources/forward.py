@@ -173,6 +173,10 @@ class CursorForwardSource(Source):
         except ValueError:
             raise SourceError(f"{self.exchange}: no integer cursor at {'.'.join(self.p.cursor_path)}: {nxt!r}") from None
 
+    def landed_before(self, symbol: str, cursor: int, max_id: int) -> None:
+        # A run's first page then checks repeats and holes against the last landed trade, like every later page.
+        self._tail[(symbol, cursor)] = max_id
+
     def _time_units(self, rec) -> int:
         return to_units(parse_time(rec[self.t.time_field], self.t.time_format), self.p.cursor_unit)
 
