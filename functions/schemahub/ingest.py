@@ -131,7 +131,7 @@ def ingest(
         if banned:
             return ProductResult(source.exchange, p.product_id, status="skipped", message=f"exchange banned us: {banned[0]}")
         res = ingest_product(store, source, p, opts, deadline, clock=clock, lander=lander)  # the Lambda's path too
-        if source.http.banned and not banned:
+        if getattr(source.http, "banned", None) and not banned:  # a source without HTTP (tests) is never banned
             banned.append(source.http.banned)
         return res
 
