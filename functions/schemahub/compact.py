@@ -119,10 +119,12 @@ def read_layout(store: ObjectStore) -> Layout:
         return partition_of(key), doc if isinstance(doc, dict) and "file" in doc else None
 
     # One small GET per compacted day: in parallel, so a year of days on S3 takes seconds, not minutes.
-    keys = []
+    keys, copies = [], set()
     for info in store.list(COMPACTED):
         if info.key.endswith("/" + MANIFEST) and table_partition(info.key) is not None:
             keys.append(info.key)
+        elif info.key.endswith(".parquet"):
+            copies.add(info.key)
     with ThreadPoolExecutor(max_workers=16) as pool:
         manifests = {p: m for p, m in pool.map(load, keys) if m is not None}
     for p in sorted(set(parts) | set(manifests)):
@@ -137,6 +139,13 @@ def read_layout(store: ObjectStore) -> Layout:
                 log.warning("%s: its compacted copy no longer matches its parts (rebuilt?); reading the parts "
                             "until the next compact", p)
                 m = None
+        if m is not None and compacted_key(p, m["file"]) not in copies:
+            # A manifest whose file is gone (deleted by hand or a lifecycle rule, or a lost write): the parts
+            # still hold the day, so read them, and let the next compact write the copy again.
+            layout.stale.append(p)
+            log.warning("%s: its manifest names %s, which does not exist; reading the parts until the next compact",
+                        p, m["file"])
+            m = None
         if m is None:
             layout.files[p] = sorted(parts[p])
             continue
