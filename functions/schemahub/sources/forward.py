@@ -177,6 +177,23 @@ class CursorForwardSource(Source):
         # A run's first page then checks repeats and holes against the last landed trade, like every later page.
         self._tail[(symbol, cursor)] = max_id
 
+    def _served_after_all(self, symbol: str, page, ids: list[int], holes, requests: list[str], deadline) -> bool:
+        """Ask from just before the first hole (a request of another shape than the page's): True if any id the
+        page left out is served there, so the hole was the answer's, not the exchange's."""
+        a = holes[0][0]
+        if (a - 1) not in ids:
+            return False  # the hole opens the page: nothing in it dates the request (the same-cursor re-ask stands)
+        p = self.p
+        mul, div = _PER_US[p.cursor_unit]
+        since = self._time_units(page.records[ids.index(a - 1)]) - max(1, 2 * mul // div)
+        params = {p.cursor_param: str(since)}
+        if p.limit_param:
+            params[p.limit_param] = str(self.t.page_size)
+        _, got, resp = self.trades_page(symbol, params, deadline)
+        requests.append(self.request_of(resp))
+        missing = {i for lo, hi in holes for i in range(lo, hi + 1)}
+        return bool(missing.intersection(got))
+
     def _time_units(self, rec) -> int:
         return to_units(parse_time(rec[self.t.time_field], self.t.time_format), self.p.cursor_unit)
 
@@ -200,6 +217,7 @@ class CursorForwardSource(Source):
         before: list[tuple[int, int]] | None = None  # the holes the previous answer showed
         tries = p.empty_retries + 2  # a hole is believed when a re-ask shows it again
         empties = asks = 0  # empty answers; re-asks for a hole or a misprinted cursor
+        refuted = 0  # holes a request of another shape showed were the page's, not the exchange's
         while True:
             page, ids, resp = self.trades_page(symbol, params, deadline)
             requests.append(self.request_of(resp))
@@ -250,6 +268,16 @@ class CursorForwardSource(Source):
                     continue  # ask again from the same cursor: a hole is a gap only if it is there again
                 raise SourceError(f"{self.exchange}: {symbol}: pages from cursor {cursor} keep leaving out different "
                                   f"ids (now {holes[:3]}); not moving past {cursor}")
+            if holes and self._served_after_all(symbol, page, ids, holes, requests, deadline):
+                # Two identical answers (a cache, a CDN) are no proof: a request shaped differently served them.
+                refuted += 1
+                if refuted >= 3 * tries:  # bounded: an exchange that never serves a page whole stops the product
+                    raise SourceError(f"{self.exchange}: {symbol}: pages from cursor {cursor} leave out ids {holes[:3]} "
+                                      f"that a narrower request serves ({refuted} times); not moving past {cursor}")
+                before = None
+                asks = max(0, asks - 1)  # the episode's re-ask is given back: the exchange has the ids
+                self.empty_pause(refuted - 1, deadline)
+                continue
             gaps = holes
             break
         if stray:
@@ -265,7 +293,7 @@ class CursorForwardSource(Source):
                             "in raw, the table holds each once")
         for a, b in gaps:
             warnings.append(f"{self.exchange}: {symbol}: ids {a}..{b} are missing, confirmed by the exchange "
-                            "(asked again from the same cursor): a gap")
+                            "(asked again from the same cursor, and from just before the hole): a gap")
         lines = page.lines if len(keep) == len(ids) else [page.lines[i] for i in keep]
         if kept:
             self._tail[(symbol, end)] = max(kept)
