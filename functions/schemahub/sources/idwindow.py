@@ -185,15 +185,7 @@ class _Cover:
             if b == self.head and self.head not in self.got and max(kept) < b:
                 out.append((max(kept), b))
             return out
-        out = []
-        prev = a
-        for x in sorted(set(kept)):
-            if x - 1 > prev:
-                out.append((prev, x - 1))
-            prev = x
-        if b > prev:
-            out.append((prev, b))
-        return out
+        return _missing_runs(a, b, kept)
 
     def _confirm(self, a: int, b: int, pending: list) -> None:
         """Ids a < id <= b came back empty every time: ask with `older` alone; believe only what it confirms."""
@@ -233,14 +225,7 @@ class _Cover:
                                      f"run's head was {self.head}: stopping at {x}")
 
     def _runs(self, a: int, b: int, kept: list[int]) -> list[tuple[int, int]]:
-        out, prev = [], a
-        for x in sorted(set(kept) | {i for i in self.got if a < i <= b}):
-            if x - 1 > prev:
-                out.append((prev, x - 1))
-            prev = x
-        if b > prev:
-            out.append((prev, b))
-        return out
+        return _missing_runs(a, b, set(kept) | {i for i in self.got if a < i <= b})
 
     def _exists_above(self, y: int) -> bool:
         """Is there a trade above id y? Only a trade served proves it (a head, misprinted, would not)."""
@@ -256,3 +241,15 @@ class _Cover:
                 self.requests.append(src.request_of(resp))
                 self.newest_known = max(ids) if ids else y
         return self.newest_known > y
+
+
+def _missing_runs(a: int, b: int, ids) -> list[tuple[int, int]]:
+    """The runs (lo, hi] of (a, b] that ids do not hold."""
+    out, prev = [], a
+    for x in sorted(set(ids)):
+        if x - 1 > prev:
+            out.append((prev, x - 1))
+        prev = x
+    if b > prev:
+        out.append((prev, b))
+    return out
