@@ -6,6 +6,10 @@ says which cursor range (start, end] the object covers, how many lines follow
 and which trade ids they span, so a reader can check the object against
 itself. An object with no trades (an empty cursor range) is a header alone:
 it still marks the chain's step from start to end.
+
+Trade lines are JSON records (REST pages) or, when the header says
+`"lines": "csv"`, CSV rows exactly as an exchange's archive file printed them
+(no header row); such a header also names its `source` (file, sha256, rows).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import datetime
 from schemahub.errors import DamagedObject
 
 FORMAT = "schemahub.raw/1"
+LINES_JSON, LINES_CSV = "json", "csv"   # what the trade lines are; a header without "lines" holds JSON
 GZIP_LEVEL = 1  # raw JSONL compresses ~8x even at level 1; higher levels cost CPU on the hot path
 
 _REQUIRED = ("format", "exchange", "product_id", "symbol", "cursor_start", "cursor_end", "count", "fetched_at")
@@ -42,6 +47,11 @@ class RawHeader:
     doc: dict | None = None  # everything the header line held (requests, source file, ...)
 
     @property
+    def lines(self) -> str:
+        """LINES_JSON or LINES_CSV: how the trade lines are written."""
+        return (self.doc or {}).get("lines", LINES_JSON)
+
+    @property
     def base_asset(self) -> str:
         return self.base or self.product_id.partition("-")[0]
 
@@ -52,8 +62,8 @@ class RawHeader:
 
 def make_header(*, exchange: str, product_id: str, symbol: str, start: int, end: int, count: int,
                 min_id: int | None, max_id: int | None, fetched_at: str, requests: list[str],
-                base: str | None = None, quote: str | None = None, **extra) -> dict:
-    """The header document of a new raw object (fetched_at is ISO-8601 UTC)."""
+                base: str | None = None, quote: str | None = None, lines: str = LINES_JSON, **extra) -> dict:
+    """The header document of a new raw object (fetched_at is ISO-8601 UTC; lines LINES_JSON or LINES_CSV)."""
     doc = {
         "format": FORMAT, "exchange": exchange, "product_id": product_id, "symbol": symbol,
         "cursor_start": str(start), "cursor_end": str(end), "count": count,
@@ -61,6 +71,10 @@ def make_header(*, exchange: str, product_id: str, symbol: str, start: int, end:
     }
     if base is not None:
         doc["base"], doc["quote"] = base, quote
+    if lines != LINES_JSON:
+        if lines != LINES_CSV:
+            raise ValueError(f"unknown raw line format {lines!r}")
+        doc["lines"] = lines
     doc.update(extra)
     return doc
 
@@ -91,6 +105,8 @@ def _parse_header(line: bytes, key: str) -> RawHeader:
         max_id = None if doc.get("max_id") is None else int(doc["max_id"])
     except (TypeError, ValueError) as e:
         raise DamagedObject(key, f"header has a bad value: {e}") from None
+    if doc.get("lines", LINES_JSON) not in (LINES_JSON, LINES_CSV):
+        raise DamagedObject(key, f"unknown line format {doc.get('lines')!r} (expected json or csv)")
     if end < start:
         raise DamagedObject(key, f"header range ({start}, {end}] ends before it starts")
     if count < 0 or (min_id is not None and max_id is not None and min_id > max_id):
