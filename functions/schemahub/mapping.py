@@ -105,6 +105,13 @@ class TableMapping(_Strict):
         return self
 
 
+class CsvTableMapping(_Strict):
+    """The unified columns from an archive's CSV rows, read by column index (raw objects whose header says
+    `"lines": "csv"`). Placeholder: the archive transform defines its fields."""
+
+    columns: dict[str, dict]
+
+
 # ------------------------------------------------------------------ compile
 
 _VAL = r'(?P<v>"(?:[^"\\]|\\.)*"|[^,}\]\s]+)'

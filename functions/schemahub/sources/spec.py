@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from schemahub import settings
 from schemahub.config import default_mappings_dir, load_model
 from schemahub.errors import ConfigError
-from schemahub.mapping import TableMapping
+from schemahub.mapping import CsvTableMapping, TableMapping
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _MAX_DURATION_S = 7305 * 86400
@@ -216,10 +216,30 @@ class SourceSpec(_Strict):
         return parse_duration(self.first_run_lookback)
 
 
+class ArchiveSourceSpec(_Strict):
+    """Where an exchange publishes its trade history as files (Binance's data.binance.vision): see sources/archive."""
+
+    base_url: str
+
+    _url = field_validator("base_url")(SourceSpec._url.__func__)
+
+
+class ArchiveSpec(_Strict):
+    """A bulk archive of the exchange's trades, landed into the same chain as its REST pages.
+
+    `source` says where the files are and how to land them (sources/archive.py); `table` maps their CSV rows
+    to the unified table (mapping.py), as `table:` above maps the REST records.
+    """
+
+    source: ArchiveSourceSpec
+    table: CsvTableMapping
+
+
 class ExchangeSpec(_Strict):
     exchange: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     source: SourceSpec
     table: TableMapping
+    archive: ArchiveSpec | None = None
 
 
 def parse_duration(text: str) -> timedelta:
