@@ -291,11 +291,16 @@ def _report(results, as_json: bool) -> int:
                 line += f"  -- {r.message}"
             print(line)
     failed = [r for r in results if r.status == "failed"]
+    replaced = [(r, f) for r in results for f in getattr(r, "replaced", None) or []]
+    if replaced:  # an archive file changed after it landed: the run did its work, but someone must look
+        print(f"schemahub: error: {len(replaced)} archive file(s) replaced by the exchange after they landed "
+              "(kept as landed, the new files not mixed in): " + "; ".join(
+                  f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
         print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if replaced else 0
 
 
 def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: float, host: str = "127.0.0.1",

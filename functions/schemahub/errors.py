@@ -111,6 +111,18 @@ class GeoBlocked(ExchangeBanned):
                          retry_after_s=self.BLOCK_S)
 
 
+class ArchiveError(SourceError):
+    """An exchange's archive file cannot be landed as it is (sources/archive.py); nothing of it lands."""
+
+
+class ArchiveChecksumMismatch(ArchiveError):
+    """A downloaded archive file's SHA-256 differs from its checksum file, after every retry."""
+
+
+class ArchiveReplaced(ArchiveError):
+    """An archive file already (partly) landed has been replaced by the exchange: its checksum changed."""
+
+
 class DeadlineReached(SchemahubError):
     """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
 

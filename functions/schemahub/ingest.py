@@ -57,7 +57,12 @@ def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Cl
         weight=WeightBudget(s.weight.header, s.weight.limit, s.weight.window_s, s.weight.pause_at, clock) if s.weight else None,
         clock=clock,
     )
-    return build_source(spec, http)
+    source = build_source(spec, http)
+    if spec.archive is not None:
+        from schemahub.sources.archive import ArchiveSource
+
+        source.archive = ArchiveSource(spec, source, clock=clock)
+    return source
 
 
 # ----------------------------------------------------------------- the seed

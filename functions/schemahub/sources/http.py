@@ -221,12 +221,15 @@ class HttpClient:
         parse: Callable[[Response], Any] | None = None,
         headers: dict[str, str] | None = None,
         deadline: float | None = None,
+        accept: frozenset[int] = frozenset(),
     ) -> Response:
         """GET url; retry transient failures; return the response with `parsed` set by parse().
 
         parse may raise Retryable for a body that is truncated or otherwise
         transient. Raises RetryBudgetExhausted, ExchangeBanned, SourceError or
-        DeadlineReached (deadline is a clock.monotonic() value).
+        DeadlineReached (deadline is a clock.monotonic() value). A status in
+        `accept` (e.g. 404 for an archive file not published) is returned as
+        it is, unparsed, with at most ERROR_BODY_BYTES of its body.
         """
         full = url + ("?" + urlencode(params) if params else "")
         host = _host(full)
@@ -266,6 +269,8 @@ class HttpClient:
                         return Response(status, rheaders, body, full, parse(resp))
                     except Retryable as e:
                         last, reason, retry_after = f"bad body: {e}", "bad_body", _seconds(e.retry_after)
+                elif status in accept:
+                    return Response(status, rheaders, body, full)
                 elif status in _RETRY_STATUS:
                     last, reason = f"HTTP {status} from {host}: {body[:120]!r}", f"http_{status}"
                     retry_after = self._retry_after(rheaders.get("Retry-After"), full)
