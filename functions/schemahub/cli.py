@@ -92,8 +92,9 @@ def _base_urls(pairs: list[str], known: list[str]) -> dict[str, str]:
         ex = ex.strip().lower()
         if not sep or not ex or not url.strip():
             raise UsageError(f"--base-url {pair!r}: expected EXCHANGE=URL (e.g. coinbase=http://127.0.0.1:8765)")
-        if ex not in known:
-            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'})")
+        if ex not in known and not (ex.endswith("-archive") and ex.removesuffix("-archive") in known):
+            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'}); "
+                             "EXCHANGE-archive=URL points an exchange's archive files elsewhere")
         url = settings.http_url(url, f"--base-url {ex}=")
         if out.get(ex, url) != url:
             raise UsageError(f"--base-url gives two URLs for {ex}: {out[ex]} and {url}; keep one")
@@ -266,7 +267,8 @@ def cmd_ingest(args) -> int:
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
     progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
-    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings), wanted) for ex, wanted in plan]
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, archive_url=urls.get(f"{ex}-archive")),
+                wanted) for ex, wanted in plan]
     results = []
     for source, wanted in sources:
         products = resolve_products(source, wanted, seed)
@@ -348,6 +350,9 @@ def cmd_sim(args) -> int:
     sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
     for ex, sim in sims.items():
         print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
+        if getattr(sim, "archive", None) is not None:
+            print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
+                  f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -222,7 +222,7 @@ def test_a_header_row_is_detected_and_dropped(store, clock):
 def test_a_month_covered_by_a_backfill_comes_from_its_monthly_file(store, clock):
     book = make_book(start=date(2024, 11, 25))
     with make_sim(book, clock) as sim:
-        res = finish(store, sim.url, clock, utc(date(2024, 12, 1)))
+        res = finish(store, sim.url, clock, utc(date(2024, 12, 1)), monthly=True)
     assert res.status == "ok"
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2024, 12, 1)), book.head())
     served = set(sim.archive.served)

@@ -329,9 +329,13 @@ def with_archive_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
 
 
 def with_base_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
-    """A copy of spec whose source talks to url (a simulator, a proxy)."""
+    """A copy of spec whose source talks to url (a simulator, a proxy).
+
+    Its archive (if any) moves there too, unless an archive URL is given after this: REST trades from one
+    place and archive files from another would be joined into one chain (the simulator serves both).
+    """
     source = spec.source.model_copy(update={"base_url": SourceSpec._url(url)})
-    return spec.model_copy(update={"source": source})
+    return with_archive_url(spec.model_copy(update={"source": source}), url)
 
 
 def available_exchanges(mappings_dir: str | Path | None = None) -> list[str]:
