@@ -241,3 +241,28 @@ def test_a_run_at_the_live_edge_downloads_no_archive_file(store, clock):
     assert res.status == "ok" and not sim.archive.served
     assert not [r for r in later if r.endswith(".zip")], later  # only the recheck of recent checksums
     assert [r for r in later if r.endswith(".CHECKSUM")]
+
+
+def test_an_archive_run_adopts_rest_objects_a_killed_run_left_and_joins_them_mid_file(store, clock):
+    from schemahub.landing import IngestOptions, Lander
+    from tests.archive.landing_sim import KillingStore, Killed, make_source
+
+    book = make_book(start=date(2025, 1, 6))
+    since = utc(date(2025, 1, 6))
+    with make_sim(book, clock) as sim:
+        # A run without the archive (REST only) is killed after landing a few objects of 2025-01-06.
+        rest_only = make_source(sim.url, clock)
+        rest_only.archive = None
+        with pytest.raises(Killed):
+            Lander(KillingStore(store, 9, after=True), rest_only, clock=clock).run(PRODUCT, IngestOptions(since=since))
+        rest_before = [(k, h["cursor_end"]) for k, h, _ in chain(store)]
+        assert rest_before and all(h.get("lines") != "csv" for _, h, _ in chain(store))
+        clock.advance(61)
+        res = finish(store, sim.url, clock, since)
+    assert res.status == "ok" and res.archive_objects >= 1
+    fig = check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 6)), book.head())
+    objs = chain(store)
+    assert [(k, h["cursor_end"]) for k, h, _ in objs[: len(rest_before)]] == rest_before  # adopted, not rewritten
+    nxt = objs[len(rest_before)][1]
+    assert nxt.get("lines") == "csv" and nxt["source"]["rows"][0] > 1  # the file entered at the row after them
+    assert fig["joins"] >= 2

@@ -39,7 +39,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import ArchiveChecksumMismatch, ArchiveError, ArchiveReplaced, NotFound, PreconditionFailed
+from schemahub.errors import (
+    ArchiveChecksumMismatch,
+    ArchiveError,
+    ArchiveReplaced,
+    DeadlineReached,
+    NotFound,
+    PreconditionFailed,
+)
 from schemahub.layout import archive_record_key, archive_record_prefix
 from schemahub.sources.http import HttpClient, RateLimiter
 
@@ -207,7 +214,11 @@ class ArchiveSource:
             log.warning("%s: %s has SHA-256 %s, its checksum file says %s (download %d of %d)",
                         self.exchange, url, got, want, attempt + 1, attempts)
             if attempt + 1 < attempts:
-                self.http.clock.sleep(min(self.spec.retry.max_delay_s, self.spec.retry.base_delay_s * 2 ** attempt))
+                delay = min(self.spec.retry.max_delay_s, self.spec.retry.base_delay_s * 2 ** attempt)
+                if deadline is not None and self.http.clock.monotonic() + delay > deadline:
+                    raise DeadlineReached(f"{self.exchange}: no time left to download {f.name} again after a "
+                                          "checksum mismatch; a later run continues")
+                self.http.clock.sleep(delay)
         raise ArchiveChecksumMismatch(
             f"{self.exchange}: {url}: its SHA-256 {got} differs from its {self.spec.checksum_suffix} ({want}) in "
             f"{attempts} downloads; nothing of it was landed. The exchange may be replacing it: a later run tries "
