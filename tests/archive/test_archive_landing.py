@@ -72,6 +72,24 @@ def test_a_30_day_backfill_with_kills_lands_every_trade_once_across_the_2025_swi
             micros = day_of(book, int(h["cursor_start"]) + 1) >= MICROS_FROM
             assert digits == ({16} if micros else {13}), (key, digits)
     assert fig["archive"] >= 40 and fig["rest"] >= 1
+    # The table (archive CSV rows and REST pages through their mappings) equals the simulator's truth: every
+    # published day as its file printed it (ms before 2025), today as REST printed it (µs).
+    from datetime import datetime, timezone
+
+    from schemahub.transform import Transformer
+    from tests.transform.helpers import curated_rows
+
+    tr = Transformer(store).run()
+    assert tr.ok and tr.quarantined == 0 and tr.duplicates == 0, tr
+    got = {r["trade_id"]: (r["price"], r["size"], r["side"], r["trade_time"]) for r in curated_rows(store)}
+    want = {}
+    for i in fig["ids"]:
+        t = sim.truth(book, i)
+        us = sim.archive.time_as_printed(book, i) if day_of(book, i) < NOW.date() else t["time_us"]
+        want[t["trade_id"]] = (t["price"], t["size"], t["side"],
+                               datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us))
+    assert len(got) == len(want) == len(fig["ids"])
+    assert got == want
 
 
 def test_archive_days_and_rest_pages_join_without_gap_or_overlap(store, clock):
