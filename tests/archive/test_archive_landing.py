@@ -284,3 +284,16 @@ def test_an_archive_run_adopts_rest_objects_a_killed_run_left_and_joins_them_mid
     nxt = objs[len(rest_before)][1]
     assert nxt.get("lines") == "csv" and nxt["source"]["rows"][0] > 1  # the file entered at the row after them
     assert fig["joins"] >= 2
+
+
+def test_a_dry_run_says_which_days_come_from_the_archive_and_downloads_nothing(store, clock):
+    from schemahub.landing import IngestOptions, Lander
+    from tests.archive.landing_sim import make_source
+
+    book = make_book(start=date(2025, 1, 6))
+    with make_sim(book, clock) as sim:
+        res = Lander(store, make_source(sim.url, clock), clock=clock).run(
+            PRODUCT, IngestOptions(since=utc(date(2025, 1, 7)), dry_run=True))
+        assert not [r for r in sim.requests if r.startswith("/data/")]
+    assert res.status == "planned" and res.plan["archive_through"] == "2025-01-09"  # 01-10 10:00 is 8 h past the end of 01-09
+    assert not chain(store)

@@ -187,6 +187,8 @@ class Lander:
                                         "why": "nothing has landed yet, so the chain starts at the earlier --since"}
             else:
                 res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+        if self.source.archive is not None:  # trades up to the end of this day come from archive files
+            res.plan["archive_through"] = self.source.archive.newest_published_day().isoformat()
         if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
             res.plan["to_land"] = None
             res.plan["head_cursor"] = head
