@@ -26,7 +26,7 @@ import zipfile
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from schemahub.sim.base import Book, _first_at_or_after
+from schemahub.sim.base import Book, FixedBook, _first_at_or_after
 
 MICROS_FROM = date(2025, 1, 1)  # spot CSV times are µs from this day on, ms before
 _EPOCH = date(1970, 1, 1)
@@ -132,7 +132,8 @@ class BinanceArchive:
         name = fname.removesuffix(".CHECKSUM")
         book = self.sim.book_for(symbol)
         stem = f"{symbol}-trades-"
-        if book is None or not name.startswith(stem) or not name.endswith(".zip"):
+        # A FixedBook replays recorded REST pages: it has no archive files.
+        if book is None or isinstance(book, FixedBook) or not name.startswith(stem) or not name.endswith(".zip"):
             return _not_found()
         when = name[len(stem):-4]
         try:
