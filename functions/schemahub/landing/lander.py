@@ -418,7 +418,7 @@ class Lander:
             _warn(res, notes)
         if sl is None:
             return None
-        res.pages += len(sl.requests)
+        res.pages += sl.sent
         header = self._header(product, start, sl.end, len(sl.lines), sl.min_id, sl.max_id, sl.requests,
                               lines=rawobject.LINES_CSV, source=sl.source)
         if self.progress:

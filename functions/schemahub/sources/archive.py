@@ -115,7 +115,8 @@ class Slice:
     end: int
     lines: list[bytes]
     source: dict
-    requests: list[str]
+    requests: list[str]  # what the header names: the REST probe and the file (even when already in memory)
+    sent: int = 0  # requests this slice sent (a slice of a file in memory sends none)
 
     @property
     def min_id(self) -> int:
@@ -134,6 +135,7 @@ class _RunState:
     missing: set = field(default_factory=set)
     loaded: LoadedFile | None = None
     told: set = field(default_factory=set)  # warnings already given this run
+    sent: int = 0  # requests sent (REST probes, checksum and file downloads)
 
 
 class ArchiveSource:
@@ -193,7 +195,7 @@ class ArchiveSource:
             raise ArchiveError(f"{self.exchange}: {url} names {parts[1]!r}, not {f.name}: {f.name} is not landed")
         return parts[0].lower()
 
-    def download(self, f: ArchiveFile, deadline=None) -> LoadedFile | None:
+    def download(self, f: ArchiveFile, deadline=None, st: _RunState | None = None) -> LoadedFile | None:
         """The file, verified against its checksum and unpacked; None if it (or its checksum) is not published.
 
         A SHA-256 that differs from the checksum file is downloaded again (both files), up to
@@ -202,6 +204,8 @@ class ArchiveSource:
         url = self.base_url + f.path
         attempts = self.spec.checksum_attempts
         for attempt in range(attempts):
+            if st is not None:
+                st.sent += 2
             want = self.checksum(f, deadline)
             if want is None:
                 return None
@@ -297,9 +301,11 @@ class ArchiveSource:
         if cursor >= st.limit:
             return None
         requests: list[str] = []
+        sent_before = st.sent
         lf = st.loaded
         row = lf.row_of(cursor + 1) if lf is not None else -1
         if row < 0:
+            st.sent += 1
             day = self._day_of(product, cursor + 1, requests, deadline)
             if day is None:
                 return None  # REST does not serve trade cursor+1 as the next trade: its page checks decide
@@ -320,7 +326,7 @@ class ArchiveSource:
         first_line = row + 1 + lf.header_lines  # line numbers in the CSV file, 1-based, inclusive
         return Slice(cursor, cursor + len(lines), lines,
                      {"file": lf.file.name, "sha256": lf.sha256, "rows": [first_line, first_line + len(lines) - 1]},
-                     requests or [lf.file.path])
+                     requests or [lf.file.path], sent=st.sent - sent_before)
 
     def _day_of(self, product, trade_id: int, requests: list[str], deadline) -> date | None:
         """The UTC day of trade_id as REST serves it; None unless REST's next trade from trade_id is trade_id."""
@@ -351,7 +357,7 @@ class ArchiveSource:
                     return None  # the hours before the day's file appears: REST
                 continue
             st.loaded = None  # one file in memory per product
-            lf = self.download(f, deadline)
+            lf = self.download(f, deadline, st)
             if lf is None:
                 st.missing.add(f.name)
                 if not f.monthly:
@@ -388,7 +394,9 @@ class ArchiveSource:
                     f"{self.exchange}: {product.symbol}: archive file {lf.file.name} was replaced by the exchange: rows "
                     f"of it landed with SHA-256 {None if before is None else before.get('sha256')}, it is now "
                     f"{lf.sha256}. Nothing of the new file is mixed in; compare the two (see {key}) and re-ingest "
-                    "that day into another storage if the new one is right") from None
+                    "that day into another storage if the new one is right. If no raw object names the file in its "
+                    f"header's source (a run died between the record and its first slice), delete {key} and run "
+                    "again") from None
         lf.recorded = True
 
     @staticmethod
