@@ -297,3 +297,37 @@ def test_a_dry_run_says_which_days_come_from_the_archive_and_downloads_nothing(s
         assert not [r for r in sim.requests if r.startswith("/data/")]
     assert res.status == "planned" and res.plan["archive_through"] == "2025-01-09"  # 01-10 10:00 is 8 h past the end of 01-09
     assert not chain(store)
+
+
+def test_a_stale_archive_run_cannot_land_a_slice_overlapping_what_another_run_landed_meanwhile(store, clock):
+    from schemahub.landing import IngestOptions, Lander
+    from tests.archive.landing_sim import make_source
+
+    book = make_book(start=date(2025, 1, 7))
+    since = utc(date(2025, 1, 8))
+    with make_sim(book, clock) as sim:
+        later = FakeClock(start=NOW.timestamp() + 120)  # the other run starts after this run's lease expired
+
+        class Interleaved:
+            """The store as run A sees it: just before A's first archive slice is put, run B lands over REST."""
+
+            def __init__(self, inner):
+                self.inner, self.fired = inner, False
+
+            def put(self, key, data, **kw):
+                if key.startswith("raw/") and not self.fired:
+                    self.fired = True
+                    b = make_source(sim.url, later)
+                    b.archive = None
+                    res_b = Lander(self.inner, b, clock=later).run(PRODUCT, IngestOptions(since=since))
+                    assert res_b.status == "ok" and res_b.objects >= 2, res_b
+                return self.inner.put(key, data, **kw)
+
+            def __getattr__(self, name):
+                return getattr(self.inner, name)
+
+        res_a = Lander(Interleaved(store), make_source(sim.url, clock), clock=clock).run(PRODUCT, IngestOptions(since=since))
+    assert res_a.status == "ok", res_a
+    assert res_a.archive_objects == 0 and res_a.adopted >= 1  # its slice lost the race: it followed B's chain
+    fig = check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())
+    assert fig["archive"] == 0
