@@ -85,7 +85,7 @@ class ProductResult:
     replaced: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", [])}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", []) and (k != "archive_objects" or v)}
 
 
 @dataclass
