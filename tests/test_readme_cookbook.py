@@ -220,3 +220,72 @@ def test_candles_macro_by_hand(lake):
     got = rows(lake, _sql("Candles macro"))
     assert [r["exchange"] for r in got] == ["coinbase"] * len(CANDLES)
     assert [{k: r[k] for k in CANDLES[0]} for r in got] == CANDLES
+
+
+# ------------------------------------------------------------------ Troubleshooting: every quoted message is real
+
+# For each message the README quotes, the fixed parts the code prints it with (the rest is names, numbers, times).
+# A quoted line must contain every fixed part of one entry, and every fixed part must be in the code that prints it.
+MESSAGES = {
+    "no such folder": ["schemahub: error: ", ": no such folder; ", "did you mean demo-data (--storage demo-data)? ",
+                       "`schemahub demo` writes ./demo-data, ",
+                       "`schemahub ingest --storage PATH` writes PATH"],
+    "cannot reach": [" product(s) failed: ", ": gave up on ", " attempts; last error: ", "connection refused by ",
+                     "check the network and the exchange's base URL (--base-url); a later run continues"],
+    "geo-blocked": [" product(s) failed: ", "refuses requests from this IP's location",
+                    "; deploy in a region it serves (see README)"],
+    "banned, later run": [" banned this IP until ", "; sending nothing until then ("],
+    "ban": [": HTTP ", ": banned (Retry-After=", "stopping this exchange: "],
+    "lease": [" is held by ", "s more"],
+    "checkpoint": [" product(s) failed: ", "rebuild it from the raw chain with `schemahub repair-checkpoint --exchange ",
+                   " --dry-run` (then without --dry-run)"],
+    "damaged": ["error: ", ": damaged, set aside (", "not a complete gzip object",
+                "); restore it from a copy or delete it, then transform "],
+    "quarantine": [" raw object(s): ", " rows into ", " quarantined"],
+    "mapping": ["unknown key (check the spelling)"],
+    "s3 denied": [": cannot ", ": access denied (", "grant this identity ", " on arn:aws:s3:::"],
+}
+# Messages quoted inline (in backticks) in the section, with their fixed parts.
+INLINE = {
+    "DNS lookup of <host> failed (...)": ["DNS lookup of ", " failed ("],
+    "the credentials are unknown or expired: refresh them (AWS_PROFILE, AWS_ACCESS_KEY_ID)":
+        ["the credentials are unknown or expired: refresh them (AWS_PROFILE, AWS_ACCESS_KEY_ID)"],
+    "bucket 'x' does not exist: create it, or fix --storage (or SCHEMAHUB_STORAGE)":
+        [" does not exist: create it, or fix --storage ", "(or SCHEMAHUB_STORAGE)"],
+    "quarantined rows and their reasons: <storage>/quarantine/": ["quarantined rows and their reasons: ", "/quarantine/"],
+    "checkpoints/coinbase/BTC-USD.json: wrote lo 12677286, hi 12678487": ["wrote", "lo ", ", hi "],
+}
+
+
+def _source_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((ROOT / "functions" / "schemahub").rglob("*.py")))
+
+
+def _quoted_lines() -> list[str]:
+    blocks = re.findall(r"^```text\n(.*?)^```", section("Troubleshooting"), re.S | re.M)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_troubleshooting_is_the_last_section_and_quotes_messages():
+    text = README.read_text()
+    assert re.findall(r"^## .*", text, re.M)[-1] == "## Troubleshooting"
+    assert len(_quoted_lines()) >= len(MESSAGES)
+
+
+def test_every_message_quoted_in_troubleshooting_is_printed_by_the_code():
+    code = _source_text()
+    unmatched = []
+    for line in _quoted_lines():
+        entries = [name for name, parts in MESSAGES.items() if all(p in line for p in parts)]
+        if not entries:
+            unmatched.append(line)
+    assert not unmatched, f"README quotes messages with no known fixed parts: {unmatched}"
+    for name, parts in MESSAGES.items():
+        assert any(all(p in line for p in parts) for line in _quoted_lines()), f"{name}: no longer quoted"
+        for part in parts:
+            assert part in code, f"{name}: {part!r} is quoted in the README but printed nowhere in functions/schemahub"
+    body = section("Troubleshooting")
+    for quoted, parts in INLINE.items():
+        assert f"`{quoted}`" in body, quoted
+        for part in parts:
+            assert part in quoted and part in code, (quoted, part)
