@@ -89,6 +89,10 @@ class RetryBudgetExhausted(SourceError):
     """Retries ran out; the product's run stops and advances nothing further."""
 
 
+class BodyTooLarge(SourceError):
+    """A response body is larger than the client's cap (refused, never buffered beyond it)."""
+
+
 class ExchangeBanned(SourceError):
     """The exchange banned this IP (for example Binance 418); stop that exchange's ingest."""
 
@@ -117,6 +121,10 @@ class ArchiveError(SourceError):
 
 class ArchiveChecksumMismatch(ArchiveError):
     """A downloaded archive file's SHA-256 differs from its checksum file, after every retry."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """An archive file unpacks to more than archive.source.max_csv_bytes."""
 
 
 class ArchiveReplaced(ArchiveError):

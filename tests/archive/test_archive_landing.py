@@ -331,3 +331,12 @@ def test_a_stale_archive_run_cannot_land_a_slice_overlapping_what_another_run_la
     assert res_a.archive_objects == 0 and res_a.adopted >= 1  # its slice lost the race: it followed B's chain
     fig = check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())
     assert fig["archive"] == 0
+
+
+def test_a_file_above_the_size_caps_is_paged_over_rest_not_a_stuck_product(store, clock):
+    book = make_book(start=date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 8)), max_file_bytes=1024)  # a day's zip is ~30 KB
+    assert res.status == "ok" and res.archive_objects == 0
+    assert any("too large" in w and "REST" in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())

@@ -43,6 +43,8 @@ from schemahub.errors import (
     ArchiveChecksumMismatch,
     ArchiveError,
     ArchiveReplaced,
+    ArchiveTooLarge,
+    BodyTooLarge,
     DeadlineReached,
     NotFound,
     PreconditionFailed,
@@ -235,7 +237,7 @@ class ArchiveSource:
                 if len(members) != 1:
                     raise ArchiveError(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
                 if members[0].file_size > self.spec.max_csv_bytes:
-                    raise ArchiveError(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
+                    raise ArchiveTooLarge(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
                                        f"archive.source.max_csv_bytes ({self.spec.max_csv_bytes}): not landed")
                 csv = z.read(members[0])
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
@@ -357,7 +359,14 @@ class ArchiveSource:
                     return None  # the hours before the day's file appears: REST
                 continue
             st.loaded = None  # one file in memory per product
-            lf = self.download(f, deadline, st)
+            try:
+                lf = self.download(f, deadline, st)
+            except (BodyTooLarge, ArchiveTooLarge) as e:  # e.g. a Lambda's limits: REST pages what fits
+                st.missing.add(f.name)
+                self._tell(st, notes, (f.name, "large"), (
+                    f"{self.exchange}: {product.symbol}: archive file {f.name} is too large for this run ({e}): "
+                    "paging that day over REST (raise archive.source.max_file_bytes / max_csv_bytes to use it)"))
+                continue
             if lf is None:
                 st.missing.add(f.name)
                 if not f.monthly:

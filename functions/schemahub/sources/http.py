@@ -29,7 +29,15 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
+from schemahub.errors import (
+    BodyTooLarge,
+    DeadlineReached,
+    ExchangeBanned,
+    GeoBlocked,
+    Retryable,
+    RetryBudgetExhausted,
+    SourceError,
+)
 
 log = logging.getLogger("schemahub.http")
 
@@ -343,7 +351,7 @@ class HttpClient:
     def _read_body(self, r, full: str, host: str, until: float, run_bound: bool, limit: int, strict: bool) -> bytes:
         declared = str(r.headers.get("Content-Length") or "").strip()
         if strict and declared.isdigit() and int(declared) > limit:
-            raise SourceError(
+            raise BodyTooLarge(
                 f"{self.name}: the response from {full} announces {_mib(int(declared))} (Content-Length), larger than "
                 f"the {_mib(limit)} cap on a response body; refusing it: lower trades.page_size, or raise max_body_bytes"
             )
@@ -366,7 +374,7 @@ class HttpClient:
                     chunks.append(chunk[: len(chunk) - (size - limit)])
                     r.close()
                     return b"".join(chunks)
-                raise SourceError(
+                raise BodyTooLarge(
                     f"{self.name}: the response from {full} is larger than the {_mib(limit)} cap on a response body "
                     f"(more than {size} bytes so far); refusing it: lower trades.page_size, or raise max_body_bytes"
                 )
