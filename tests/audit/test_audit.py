@@ -254,3 +254,25 @@ def test_an_untransformed_object_is_reported_not_transformed_not_lost(tmp_path):
         res = run_audit(store)
     (h,) = res.products[0].holes
     assert h["class"] == au.NOT_TRANSFORMED and res.exit_code == 0
+
+
+# ------------------------------------------------------------------ the CLI: what a user sees, and the exit code
+
+def test_cli_audit_exit_codes_and_json(tmp_path, capsys):
+    from schemahub.cli import main
+
+    with landed(tmp_path) as (store, s, b, src):
+        root = str(tmp_path / "store")
+        assert main(["audit", "--storage", root]) == 0
+        out = capsys.readouterr().out
+        assert "all explained" in out and "0 unexplained" in out
+        gone = {b.first_id + 300}
+        key = key_holding(store, b.first_id + 300)
+        drop_from_raw(store, key, gone, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        assert main(["audit", "--storage", root, "--format", "json"]) == au.EXIT_UNEXPLAINED
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["missing_trades"] == 1 and doc["products"][0]["holes"][0]["class"] == au.UNEXPLAINED
+        assert main(["audit", "--storage", root, "--repair", "--base-url", f"binance={s.url}"]) == 0
+        out = capsys.readouterr().out
+        assert "landed (1 trades" in out and "all explained" in out
