@@ -276,3 +276,22 @@ def test_cli_audit_exit_codes_and_json(tmp_path, capsys):
         assert main(["audit", "--storage", root, "--repair", "--base-url", f"binance={s.url}"]) == 0
         out = capsys.readouterr().out
         assert "landed (1 trades" in out and "all explained" in out
+
+
+def test_stats_and_the_status_page_show_each_products_audited_coverage(tmp_path):
+    from schemahub.api import Lake
+    from schemahub.web.status import stats_payload
+
+    with landed(tmp_path) as (store, s, b, _):
+        root = str(tmp_path / "store")
+        before = Lake(root).stats().to_pylist()
+        assert [r["audited_coverage"] for r in before] == [None], "never audited: no coverage claimed"
+        key = key_holding(store, b.first_id + 99)
+        drop_from_raw(store, key, {b.first_id + 99, b.first_id + 98}, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        run_audit(store)
+        [row] = Lake(root).stats().to_pylist()
+        n = len(truth_ids(b))
+        assert row["audited_coverage"] == pytest.approx((n - 2) / n, abs=1e-6) and row["audited_missing"] == 2
+        [p] = stats_payload(store, datetime.now(timezone.utc))["products"]
+        assert p["audit"]["missing"] == 2 and p["audit"]["ok"] is False and p["audit"]["audited_at"] == AT
