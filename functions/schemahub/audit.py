@@ -436,12 +436,16 @@ def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
     both = both.sort_by("id")
     ids = both["id"].combine_chunks()
     days = pc.strftime(both["time"], format="%Y-%m-%d").combine_chunks()
+    n = len(ids)
     for h in holes:
-        below = ids.filter(pc.less(ids, h["from"]))
-        if len(below):
-            h["date"] = days[len(below) - 1].as_py()
-        else:
-            h["date"] = days[0].as_py()
+        lo, hi = 0, n  # binary search over the sorted ids: the count of ids below the hole (log n scalar reads)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ids[mid].as_py() < h["from"]:
+                lo = mid + 1
+            else:
+                hi = mid
+        h["date"] = days[lo - 1].as_py() if lo else days[0].as_py()
 
 
 def _iso(t) -> str | None:
