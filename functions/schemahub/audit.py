@@ -163,6 +163,7 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
     """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]; lines per object)."""
     done = {o.key for o in store.list(marker_prefix(raw_prefix(exchange, product_id)))}
     from schemahub.layout import marker_key
+    from schemahub.mapping import NotText
     from schemahub.transform import LazyLines, _check_values
 
     compiled = transformer.compiled(exchange)
@@ -185,12 +186,19 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
                 log.warning("%s: unreadable gap %r in its header; ignored", info.key, g)
         if not header.count:
             continue
-        lines = LazyLines(rest, header.count)
+        n = header.count
         try:
-            cols, bad = compiled.apply(lines, rest)
+            mapping = compiled
+            if header.lines == rawobject.LINES_CSV:  # an archive slice: CSV rows (a header row is not a trade)
+                mapping = transformer.compiled_csv(exchange)
+                cut = mapping.header_row(rest)
+                if cut:
+                    rest, n = rest[cut:], n - 1
+            lines = LazyLines(rest, n)
+            cols, bad = mapping.apply(lines, rest)
             _check_values(cols, bad, header.fetched_at)
             ids = pc.cast(cols["trade_id"], pa.int64())
-        except (pa.ArrowInvalid, SchemahubError, KeyError) as e:
+        except (pa.ArrowInvalid, SchemahubError, KeyError, NotText) as e:
             pa_.damaged.append(f"{info.key}: its trade ids cannot be read as integers ({e})")
             continue
         n = len(ids)

@@ -344,3 +344,20 @@ def test_compacted_days_agree_with_their_parts_and_a_copied_part_after_compactio
     (day,) = [d for d in res.products[0].days if not d["ok"]]
     assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == n
     assert res.exit_code == au.EXIT_UNEXPLAINED
+
+
+def test_archive_csv_objects_are_audited_through_the_archive_table(tmp_path):
+    # The archive sample (recorded Binance rows) holds ids 1111468873..882 and 1111471896..905: two runs with a
+    # hole between them that nothing confirms. With a header row (column names) that is not a trade.
+    from schemahub.landing.checkpoint import Checkpoint, Checkpoints
+    from tests.archive.test_archive_transform import put_csv, sample
+
+    store = LocalStore(str(tmp_path / "store"))
+    rows = sample("ms")
+    key = put_csv(store, [b"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match", *rows])
+    Checkpoints(store).create(Checkpoint(EX, PID, 1111468872, 1111471905))
+    assert Transformer(store).run().ok
+    res = run_audit(store)
+    assert holes(res) == [(1111468883, 1111471895, au.UNEXPLAINED)], res.to_dict()
+    assert sum(d["raw_lines"] for d in res.products[0].days) == len(rows) == 20
+    assert key.endswith("00000000001111468872.jsonl.gz")
