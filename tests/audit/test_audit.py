@@ -213,7 +213,16 @@ def test_repair_fills_a_repairable_hole_exactly_once_and_a_second_repair_is_a_no
         again = run_audit(store, repair=True, source_for=lambda ex: src)
         assert again.repairs == [] and again.exit_code == 0
         assert sorted(o.key for o in store.list("raw/")) == before and len(s.requests) == asked
-    assert not Transformer(store).pending(), "the amendment was transformed like any raw object"
+    # The scheduled transform (not only the repair's own call) reads an amendment like any raw object.
+    [amend] = [o.key for o in store.list("raw/") if o.key.endswith(".amend.jsonl.gz")]
+    store.delete(marker_key(amend))
+    for p in parts(store):
+        if p.endswith(amend.rsplit("/", 1)[-1].split(".")[0] + ".parquet"):
+            store.delete(p)
+    assert Transformer(store).pending() == [amend]
+    r = Transformer(store).run()
+    assert r.ok and r.objects == 1 and r.rows == 15 and not r.stray
+    assert sorted(int(x["trade_id"]) for x in curated_rows(store)) == sorted(truth_ids(b))
 
 
 def test_a_hole_the_exchange_now_confirms_is_recorded_by_the_repair_and_stays_confirmed(tmp_path):
