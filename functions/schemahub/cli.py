@@ -58,6 +58,15 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--before {text!r} is not a date like 2026-11-28") from None
 
 
+def _day_of(option: str):
+    def parse(text: str) -> date:
+        try:
+            return date.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a date like 2026-11-28") from None
+    return parse
+
+
 def _code(text: str) -> str:
     if not PRODUCT_ID.match(f"{text.strip().upper()}-X"):
         raise argparse.ArgumentTypeError(f"--quote {text!r} is not an asset code (letters and digits, e.g. USD)")
@@ -705,8 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audit", parents=[common], help="prove completeness per product-day: holes classified, duplicates")
     s.add_argument("--exchange")
     s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
-    s.add_argument("--start", type=_day, help="first UTC day to report, YYYY-MM-DD")
-    s.add_argument("--end", type=_day, help="last UTC day to report, YYYY-MM-DD")
+    s.add_argument("--start", type=_day_of("--start"), help="first UTC day to report, YYYY-MM-DD")
+    s.add_argument("--end", type=_day_of("--end"), help="last UTC day to report, YYYY-MM-DD")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("--repair", action="store_true", help="ask the exchange again for unexplained holes; land them once")
     s.set_defaults(func=cmd_audit)
