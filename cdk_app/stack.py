@@ -333,13 +333,15 @@ class SchemahubStack(cdk.Stack):
         # handlers.audit: every product's completeness, one report per product-day under audit/, and the
         # MissingTrades metric ({service}, as handlers/common.py emits it) with its alarm. Reads the store, writes
         # audit/ only: it never repairs (that fetches and writes raw/, a deliberate `schemahub audit --repair`).
+        AUDIT_DAYS = 3  # each night: the last 3 UTC days (late data and repairs of the days before are seen again)
         audit_fn = fn("AuditFunction", "handlers.audit.handler", [core, arrow], 900, 2048)
         audit_fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=obj("raw/", "checkpoints/", "curated/", "compacted/")))
         audit_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=obj("audit/")))
         audit_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
         events.Rule(self, "AuditSchedule", schedule=events.Schedule.cron(minute="30", hour="1"),
-                    targets=[targets.LambdaFunction(audit_fn, retry_attempts=2)])
+                    targets=[targets.LambdaFunction(audit_fn, retry_attempts=2, event=events.RuleTargetInput.from_object(
+                        {"time": events.EventField.time, "days": AUDIT_DAYS}))])
         missing_trades = cw.Metric(namespace=NAMESPACE, metric_name="MissingTrades", dimensions_map={"service": SERVICE},
                                    statistic="Maximum", period=cdk.Duration.days(1))
         audit_alarms = [

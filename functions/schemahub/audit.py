@@ -159,8 +159,38 @@ def _id_cursor(exchange: str, mappings_dir=None) -> bool:
     return bool(pg.contiguous_ids) and pg.kind in ("id_forward", "id_window_desc")
 
 
-def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: ProductAudit):
-    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]; lines per object)."""
+def _keys_in(store: ObjectStore, exchange: str, product_id: str, window: tuple[int, int] | None) -> list[str]:
+    """The product's raw and amendment keys; with an id window, only those whose cursor range meets it (a chain
+    object covers (its start, the next object's start], an amendment (start, end]: known from the keys alone)."""
+    from schemahub.layout import parse_amendment_key, parse_raw_key
+
+    chain, amends = [], []
+    for info in store.list(raw_prefix(exchange, product_id)):
+        rk = parse_raw_key(info.key)
+        if rk is not None and rk.product_id == product_id:
+            chain.append(rk)
+        elif (ak := parse_amendment_key(info.key)) is not None and ak.product_id == product_id:
+            amends.append(ak)
+    if window is None:
+        return sorted([k.key for k in chain] + [k.key for k in amends])
+    lo, hi = window
+    chain.sort(key=lambda k: k.start)
+    out = []
+    for i, k in enumerate(chain):
+        end = chain[i + 1].start if i + 1 < len(chain) else None
+        if k.start < hi and (end is None or end >= lo):
+            out.append(k.key)
+    for k in amends:
+        end = int(raw_name(k.key).split("-")[1])
+        if k.start < hi and end >= lo:
+            out.append(k.key)
+    return sorted(out)
+
+
+def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: ProductAudit,
+         window: tuple[int, int] | None = None):
+    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]), over the objects whose range
+    meets the id window (all of them without one)."""
     done = {o.key for o in store.list(marker_prefix(raw_prefix(exchange, product_id)))}
     from schemahub.layout import marker_key
     from schemahub.mapping import NotText
@@ -168,10 +198,8 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
 
     compiled = transformer.compiled(exchange)
     pieces, gaps = [], []
-    for info in store.list(raw_prefix(exchange, product_id)):
-        rk = parse_source_key(info.key)
-        if rk is None or rk.product_id != product_id:
-            continue
+    for key in _keys_in(store, exchange, product_id, window):
+        info = _Key(key)
         try:
             header, rest = rawobject.split(store.get(info.key).data, info.key)
         except NotFound:
@@ -213,15 +241,22 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
     return table, sorted(gaps)
 
 
-def _table(store: ObjectStore, exchange: str, product_id: str, layout) -> tuple[pa.Table, dict[str, dict]]:
-    """(rows as the table's readers read them: id, time, date; per day: parts, compaction facts)."""
+@dataclass(frozen=True)
+class _Key:
+    key: str
+
+
+def _table(store: ObjectStore, exchange: str, product_id: str, layout, span: tuple[str | None, str | None] = (None, None)
+           ) -> tuple[pa.Table, dict[str, dict]]:
+    """(rows as the table's readers read them: id, time, date; per day: parts, compaction facts), for the days
+    in `span` (first, last; ISO, inclusive; None: open)."""
     from schemahub.layout import parse_partition
 
     pieces, days = [], {}
     raw_names = {raw_name(o.key) for o in store.list(raw_prefix(exchange, product_id)) if parse_source_key(o.key)}
     for path, keys in sorted(layout.files.items()):
         ex, pid, day = parse_partition(path) or (None, None, None)
-        if (ex, pid) != (exchange, product_id):
+        if (ex, pid) != (exchange, product_id) or (span[0] and day < span[0]) or (span[1] and day > span[1]):
             continue
         for key in keys:
             t = pq.read_table(io.BytesIO(store.get(key).data), columns=["trade_id", "trade_time"])
@@ -315,7 +350,11 @@ def _labelled_runs(ids: pa.Array, labels: pa.Array) -> list[tuple[int, int, str]
 
 def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=None, transformer=None,
                   start: str | None = None, end: str | None = None, mappings_dir=None) -> ProductAudit:
-    """Audit one product: per-day reports (dates start..end inclusive, ISO) and its holes, classified."""
+    """Audit one product: per-day reports (dates start..end inclusive, ISO) and its holes, classified.
+
+    With start or end, on an id-cursor exchange, only those days' table files (and the day on each side, so a
+    hole at the edge has its neighbour) and the raw objects whose id range meets theirs are read: the daily audit
+    of a long history costs its recent days, not all of it."""
     from schemahub.compact import read_layout
     from schemahub.landing.checkpoint import Checkpoints
     from schemahub.transform import Transformer
@@ -326,8 +365,23 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
     try:
         res.contiguous = _id_cursor(exchange, mappings_dir)
         cp = Checkpoints(store).load(exchange, product_id)
-        raw, gaps = _raw(store, exchange, product_id, transformer, res)
-        table, day_info = _table(store, exchange, product_id, layout)
+        window = None
+        if res.contiguous and (start or end):
+            from datetime import date, timedelta
+
+            around = ((date.fromisoformat(start) - timedelta(days=1)).isoformat() if start else None,
+                      (date.fromisoformat(end) + timedelta(days=1)).isoformat() if end else None)
+            table, day_info = _table(store, exchange, product_id, layout, around)
+            if table.num_rows:
+                lo_w, hi_w = (v.as_py() for v in pc.min_max(table["id"]).values())
+                if end is None and cp is not None:
+                    hi_w = max(hi_w, cp.hi)  # an open end: everything landed since
+                window = (lo_w, hi_w)
+            else:
+                table, day_info = _table(store, exchange, product_id, layout)  # nothing there: audit it all
+        else:
+            table, day_info = _table(store, exchange, product_id, layout)
+        raw, gaps = _raw(store, exchange, product_id, transformer, res, window)
     except SchemahubError as e:
         res.error = str(e)
         return res
@@ -369,6 +423,8 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         top = max([cp.hi] + ([pc.max(present).as_py()] if len(present) else [])
                   + ([pc.max(raw_ids).as_py()] if len(raw_ids) else []))
         bottom = landed[0][0] if landed else cp.lo + 1
+        if window is not None:
+            bottom, top = max(bottom, window[0]), min(top, window[1])
         ranges = [(a, b, "landed") for a, b in landed]
         # Ids the raw objects hold that the table lacks, labelled by why (vectorized over the raw ids).
         cover = [(a, b, CONFIRMED) for a, b in gaps]

@@ -36,9 +36,9 @@ INTERVAL_US = 300_000_000  # 5 minutes: 600 trades span about two UTC days
 
 
 @contextlib.contextmanager
-def landed(tmp_path, *, exchange=EX, missing=()):
+def landed(tmp_path, *, exchange=EX, missing=(), interval_us=INTERVAL_US):
     """A store with every trade of a simulated book landed (page checks on) and transformed; the sim stays up."""
-    b = book(exchange, initial=N, interval_us=INTERVAL_US, missing=missing)
+    b = book(exchange, initial=N, interval_us=interval_us, missing=missing)
     store = LocalStore(str(tmp_path / "store"))
     with sim(exchange, [b]) as s:
         src = source(exchange, s.url, page_size=100, pages_per_object=1)
@@ -370,3 +370,38 @@ def test_archive_csv_objects_are_audited_through_the_archive_table(tmp_path):
     assert holes(res) == [(1111468883, 1111471895, au.UNEXPLAINED)], res.to_dict()
     assert sum(d["raw_lines"] for d in res.products[0].days) == len(rows) == 20
     assert key.endswith("00000000001111468872.jsonl.gz")
+
+
+class _Counting:
+    """The store, recording which keys were read."""
+
+    def __init__(self, store) -> None:
+        self._store, self.got = store, []
+
+    def get(self, key, *a, **kw):
+        self.got.append(key)
+        return self._store.get(key, *a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_an_audit_from_a_day_reads_those_days_alone_and_still_finds_their_holes(tmp_path):
+    with landed(tmp_path, interval_us=900_000_000) as (store, s, b, _):  # 15 min: 600 trades over about 6 days
+        days = sorted({day_of(b, i) for i in truth_ids(b)})
+        assert len(days) >= 5
+        old = next(i for i in sorted(truth_ids(b)) if day_of(b, i) == days[1]) + 3
+        new = next(i for i in sorted(truth_ids(b)) if day_of(b, i) == days[-1]) + 3
+        for i in (old, new):
+            key = key_holding(store, i)
+            drop_from_raw(store, key, {i}, s.id_of)
+            Transformer(store).transform_object(key, rebuild=True)
+        counting = _Counting(store)
+        res = pipeline.audit(counting, audited_at=AT, start=days[-2])
+        assert holes(res) == [(new, new, au.UNEXPLAINED)], "the window's hole, and not the older one"
+        assert [d["date"] for d in res.products[0].days] == days[-2:]
+        read_raw = {k for k in counting.got if k.startswith("raw/")}
+        assert key_holding(store, old) not in read_raw and key_holding(store, new) in read_raw
+        assert not any(f"date={d}/" in k for k in counting.got for d in days[:-3]), "older days' files are not read"
+        full = run_audit(store)
+    assert holes(full) == [(old, old, au.UNEXPLAINED), (new, new, au.UNEXPLAINED)]

@@ -27,6 +27,13 @@ def test_the_daily_audit_runs_under_its_role_writes_reports_and_emits_missing_tr
     assert reports and all(json.loads(store.get(k).data)["audited_at"] == "2026-12-02T01:30:00Z" for k in reports)
     emitted = {(ref.name, tuple(sorted(dict(ref.dimensions)))) for ref, _ in inv.metrics}
     assert ("MissingTrades", ("service",)) in emitted, emitted
+    # As the schedule calls it: the event's time and the last N days.
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    nightly = world.sandbox("handlers.audit.handler").invoke({"time": now, "days": 1})
+    assert nightly.error is None and not nightly.denied(), (nightly.error, nightly.denied())
+    assert nightly.result["from_day"] == now[:10] and nightly.result["missing_trades"] == 0, nightly.result
     writes = {c["resource"] for c in inv.calls if c["action"] == "s3:PutObject"}
     assert writes and all("/schemahub/audit/" in r for r in writes), writes
 
@@ -39,6 +46,8 @@ def test_the_audit_is_scheduled_daily_alarms_to_the_topic_and_writes_only_audit(
     rules = [r["Properties"] for r in resources(template, "AWS::Events::Rule").values()
              if fid in json.dumps(r["Properties"].get("Targets"))]
     assert [r["ScheduleExpression"] for r in rules] == ["cron(30 1 * * ? *)"]
+    [target] = rules[0]["Targets"]
+    assert json.loads(target["InputTransformer"]["InputTemplate"].replace("<time>", '"t"')) == {"time": "t", "days": 3}
     [alarm] = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
                if a["Properties"].get("MetricName") == "MissingTrades"]
     assert alarm["Dimensions"] == [{"Name": "service", "Value": "schemahub"}] and alarm["Threshold"] == 1
