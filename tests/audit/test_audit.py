@@ -390,18 +390,22 @@ def test_an_audit_from_a_day_reads_those_days_alone_and_still_finds_their_holes(
     with landed(tmp_path, interval_us=900_000_000) as (store, s, b, _):  # 15 min: 600 trades over about 6 days
         days = sorted({day_of(b, i) for i in truth_ids(b)})
         assert len(days) >= 5
-        old = next(i for i in sorted(truth_ids(b)) if day_of(b, i) == days[1]) + 3
-        new = next(i for i in sorted(truth_ids(b)) if day_of(b, i) == days[-1]) + 3
+        on = {d: [i for i in sorted(truth_ids(b)) if day_of(b, i) == d] for d in days}
+        full = [d for d in days if len(on[d]) >= 3]  # the first and last days may hold a trade or two
+        old, new = on[full[0]][len(on[full[0]]) // 2], on[full[-1]][len(on[full[-1]]) // 2]  # inside their days
+        start = days[days.index(full[-1]) - 1]
+        assert days.index(full[0]) < days.index(start) - 1, "the old hole lies before the window and its edge day"
         for i in (old, new):
             key = key_holding(store, i)
             drop_from_raw(store, key, {i}, s.id_of)
             Transformer(store).transform_object(key, rebuild=True)
         counting = _Counting(store)
-        res = pipeline.audit(counting, audited_at=AT, start=days[-2])
+        res = pipeline.audit(counting, audited_at=AT, start=start)
         assert holes(res) == [(new, new, au.UNEXPLAINED)], "the window's hole, and not the older one"
-        assert [d["date"] for d in res.products[0].days] == days[-2:]
+        assert [d["date"] for d in res.products[0].days] == [d for d in days if d >= start]
         read_raw = {k for k in counting.got if k.startswith("raw/")}
         assert key_holding(store, old) not in read_raw and key_holding(store, new) in read_raw
-        assert not any(f"date={d}/" in k for k in counting.got for d in days[:-3]), "older days' files are not read"
+        before = [d for d in days if d < start][:-1]  # the day before the window is read too, for its edge
+        assert not any(f"date={d}/" in k for k in counting.got for d in before), "older days' files are not read"
         full = run_audit(store)
     assert holes(full) == [(old, old, au.UNEXPLAINED), (new, new, au.UNEXPLAINED)]
