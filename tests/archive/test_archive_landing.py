@@ -90,6 +90,13 @@ def test_a_30_day_backfill_with_kills_lands_every_trade_once_across_the_2025_swi
                                datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us))
     assert len(got) == len(want) == len(fig["ids"])
     assert got == want
+    # `schemahub audit` of the archive + REST chain: every id of every day accounted for, nothing twice.
+    from schemahub.audit import audit_product
+
+    a = audit_product(store, "binance", PRODUCT.product_id)
+    assert a.ok and a.contiguous and not a.holes and a.duplicates == 0, a.to_dict()["missing"]
+    assert sum(d["rows"] for d in a.days) == sum(d["raw_lines"] for d in a.days) == len(want)
+    assert len(a.days) == 32  # 2024-12-10 .. 2025-01-10
 
 
 def test_archive_days_and_rest_pages_join_without_gap_or_overlap(store, clock):
@@ -225,6 +232,13 @@ def test_a_hole_the_exchange_confirms_is_reported_as_a_gap_never_landed(store, c
     assert res.missing_ids == len(hole), res
     fig = check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 6)), book.head())
     assert not hole & set(fig["ids"])
+    # The audit sees the hole as the exchange's (confirmed by REST at the join), not as ours.
+    from schemahub.audit import CONFIRMED, audit_product
+    from schemahub.transform import Transformer
+
+    assert Transformer(store).run().ok
+    a = audit_product(store, "binance", PRODUCT.product_id)
+    assert a.ok and a.missing[CONFIRMED] == len(hole), a.to_dict()["holes"]
 
 
 def test_a_header_row_is_detected_and_dropped(store, clock):
