@@ -50,7 +50,12 @@ def test_killed_cli_backfills_take_published_days_from_the_archive_and_land_ever
             if kills >= 4:
                 break
             proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(1.0, 2.5))
+            # Kill once the run is landing (an object more than before), not after a fixed time: a loaded machine
+            # can spend seconds importing before the first request.
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and sum(1 for _ in store.list("raw/")) <= objects:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.6))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 kills += 1
