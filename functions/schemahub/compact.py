@@ -342,24 +342,33 @@ def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str]) -> li
     or whose manifest went meanwhile (a late part, a rebuild: their transform points the partition at the
     parts) goes back to its parts at once. With S3's strong consistency either this check sees the change,
     or the change's own catalog update comes after ours; either way the partition ends on the parts.
-    Returns the partitions sent back to their parts.
+    Returns the partitions left on (or sent back to) their parts.
     """
     if not targets:
         return []
+    # Checked before the move too: a day that changed since our own listing (a late part landed while this
+    # run compacted) never moves at all. The check after the move catches what lands during the move.
+    exact = set(_still_exact(store, targets))
+    stayed = sorted(set(targets) - exact)
+    targets = {p: k for p, k in targets.items() if p in exact}
     catalog.update({p: location_of(k) for p, k in targets.items()})
-    now = _current_parts(store, sorted(targets))
-    copies = set(targets.values())
-    back = []
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        manifests = dict(zip(sorted(targets), pool.map(lambda p: _load_manifest(store, manifest_key(p)), sorted(targets))))
-    for p in sorted(targets):
-        _, copy, _why = day_files(p, now[p], manifests[p], copies)
-        if copy != targets[p]:
-            back.append(p)
+    keep = set(_still_exact(store, targets))
+    back = [p for p in sorted(targets) if p not in keep]
     if back:
         log.info("%d day(s) changed while their partition moved to the copy; read as parts again", len(back))
         catalog.update({p: parts_prefix(p) for p in back})
-    return back
+    return sorted(stayed + back)
+
+
+def _still_exact(store: ObjectStore, targets: dict[str, str]) -> list[str]:
+    """The partitions whose day, read now, is still exactly the given compacted copy (day_files)."""
+    if not targets:
+        return []
+    now = _current_parts(store, sorted(targets))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        manifests = dict(zip(sorted(targets), pool.map(lambda p: _load_manifest(store, manifest_key(p)), sorted(targets))))
+    copies = set(targets.values())
+    return [p for p in sorted(targets) if day_files(p, now[p], manifests[p], copies)[1] == targets[p]]
 
 
 def sync_catalog(store: ObjectStore, catalog=None, layout: Layout | None = None) -> dict[str, int]:
@@ -381,6 +390,6 @@ def sync_catalog(store: ObjectStore, catalog=None, layout: Layout | None = None)
                 and have[p] != parts_prefix(p)}
     catalog.update(to_parts)
     targets = {p: k for p, k in layout.compacted.items() if have.get(p) != location_of(k)}
-    back = switch_to_copies(store, catalog, targets)
-    return {"registered": len(missing), "to_parts": len(to_parts), "to_copy": len(targets) - len(back),
-            "back_to_parts": len(back)}
+    moved = switch_to_copies(store, catalog, targets)
+    return {"registered": len(missing), "to_parts": len(to_parts), "to_copy": len(targets) - len(moved),
+            "not_moved": len(moved)}
