@@ -53,17 +53,31 @@ def athena_plan(catalog, store) -> dict[str, list[str]]:
     partition, every object under its location (Athena lists the prefix and skips names starting with '_' or
     '.'). Store-relative keys, per partition."""
     root = catalog.root
-    out = {}
+    locations = {}
     for page in catalog.client.get_paginator("get_partitions").paginate(DatabaseName=catalog.database,
                                                                         TableName=catalog.table):
         for p in page["Partitions"]:
             from schemahub.layout import partition
 
             loc = p["StorageDescriptor"]["Location"]
-            assert loc.startswith(root), loc
-            out[partition(*p["Values"])] = sorted(
-                o.key for o in store.list(loc[len(root):]) if not o.key.rsplit("/", 1)[-1].startswith(("_", ".")))
-    return out
+            assert loc.startswith(root) and loc.endswith("/"), loc
+            locations[partition(*p["Values"])] = loc[len(root):]
+    # One listing of each top folder, grouped by location: the same objects as one LIST per location (which
+    # moto answers in time linear in the bucket, so a year of per-location LISTs would take minutes).
+    keys = [o.key for base in ("curated/", "compacted/") for o in store.list(base)]
+    out = {p: [] for p in locations}
+    by_prefix = {}
+    for p, loc in locations.items():
+        by_prefix.setdefault(loc, []).append(p)
+    for k in keys:
+        if k.rsplit("/", 1)[-1].startswith(("_", ".")):
+            continue
+        folder = k.rsplit("/", 1)[0] + "/"
+        while folder:
+            for p in by_prefix.get(folder, []):
+                out[p].append(k)
+            folder = folder[:-1].rsplit("/", 1)[0] + "/" if "/" in folder[:-1] else ""
+    return {p: sorted(v) for p, v in out.items()}
 
 
 def trade_ids(store, keys) -> list[int]:
