@@ -115,6 +115,7 @@ class Layout:
     stale: list[str] = field(default_factory=list)              # partitions whose manifest no longer matches
     sizes: dict[str, int] = field(default_factory=dict)         # part key -> size
     manifests: dict[str, dict] = field(default_factory=dict)    # partition -> its manifest, exact or not
+    manifest_sizes: dict[str, int] = field(default_factory=dict)  # partition -> its manifest's size, as listed
 
     def keys(self) -> list[str]:
         return [k for p in sorted(self.files) for k in self.files[p]]
@@ -192,6 +193,7 @@ def read_layout(store: ObjectStore) -> Layout:
     for info in store.list(COMPACTED):
         if info.key.endswith("/" + MANIFEST) and table_partition(info.key) is not None:
             keys.append(info.key)
+            layout.manifest_sizes[partition_of(info.key)] = info.size
         elif info.key.endswith(".parquet"):
             copies.add(info.key)
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -301,12 +303,14 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             invalidate_compaction(store, p)  # a manifest that no longer names the parts: replaced by this one
         manifest = {"file": name, "parts": held, "rows": table.num_rows, "duplicates": dropped,
                     "compacted_at": datetime.now(timezone.utc).isoformat()}
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
         try:
-            store.put(manifest_key(p), json.dumps(manifest, indent=1, sort_keys=True).encode(), if_none_match=True)
+            store.put(manifest_key(p), body, if_none_match=True)
         except PreconditionFailed:
             log.info("%s was compacted by another run meanwhile", p)
             continue
         layout.compacted[p], layout.files[p], layout.manifests[p] = target, [target], manifest
+        layout.manifest_sizes[p] = len(body)
         res.partitions += 1
         res.parts += len(keys)
         res.rows += table.num_rows
@@ -318,24 +322,27 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
 
 # ------------------------------------------------------------------ the catalog (Athena's view of the same rule)
 
-def _current_parts(store: ObjectStore, partitions: list[str]) -> dict[str, dict[str, int]]:
-    """partition -> {part key: size}, listed now: one LIST per day for a few days, else one listing of curated/."""
-    out: dict[str, dict[str, int]] = {p: {} for p in partitions}
-    if len(partitions) <= 20:
-        for p in partitions:
-            for info in store.list(parts_prefix(p)):
-                if info.key.endswith(".parquet") and partition_of(info.key) == p:
-                    out[p][info.key] = info.size
-        return out
-    for info in store.list(CURATED):
-        if info.key.endswith(".parquet"):
-            p = partition_of(info.key)
-            if p in out:
-                out[p][info.key] = info.size
-    return out
+def _current(store: ObjectStore, partitions: list[str]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Listed now: (partition -> {part key: size}, partition -> its manifest's size). One LIST per folder for
+    a few days, else one listing of curated/ and one of compacted/ (a year of days: tens of LISTs, not 36,000)."""
+    parts: dict[str, dict[str, int]] = {p: {} for p in partitions}
+    manifests: dict[str, int] = {}
+    few = len(partitions) <= 20
+    for base, prefixes in ((CURATED, [parts_prefix(p) for p in partitions]),
+                           (COMPACTED, [manifest_key(p) for p in partitions])):
+        for prefix in (prefixes if few else [base]):
+            for info in store.list(prefix):
+                p = partition_of(info.key)
+                if p not in parts:
+                    continue
+                if base == CURATED and info.key.endswith(".parquet"):
+                    parts[p][info.key] = info.size
+                elif base == COMPACTED and info.key == manifest_key(p):
+                    manifests[p] = info.size
+    return parts, manifests
 
 
-def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str]) -> list[str]:
+def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str], layout: Layout) -> list[str]:
     """Point partitions at their compacted copies (partition -> copy key), then check each day again.
 
     The catalog moves first, then the day's manifest and parts are read back: a day whose parts changed
@@ -348,11 +355,11 @@ def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str]) -> li
         return []
     # Checked before the move too: a day that changed since our own listing (a late part landed while this
     # run compacted) never moves at all. The check after the move catches what lands during the move.
-    exact = set(_still_exact(store, targets))
+    exact = set(_still_exact(store, targets, layout, trust_sizes=True))
     stayed = sorted(set(targets) - exact)
     targets = {p: k for p, k in targets.items() if p in exact}
     catalog.update({p: location_of(k) for p, k in targets.items()})
-    keep = set(_still_exact(store, targets))
+    keep = set(_still_exact(store, targets, layout, trust_sizes=False))
     back = [p for p in sorted(targets) if p not in keep]
     if back:
         log.info("%d day(s) changed while their partition moved to the copy; read as parts again", len(back))
@@ -360,15 +367,26 @@ def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str]) -> li
     return sorted(stayed + back)
 
 
-def _still_exact(store: ObjectStore, targets: dict[str, str]) -> list[str]:
-    """The partitions whose day, read now, is still exactly the given compacted copy (day_files)."""
+def _still_exact(store: ObjectStore, targets: dict[str, str], layout: Layout, *, trust_sizes: bool) -> list[str]:
+    """The partitions whose day, listed now, is still exactly the given compacted copy (day_files).
+
+    trust_sizes (the check before the move, an optimization): a manifest listed at the size we know is taken
+    to be the one we know. The check after the move, which decides, reads every manifest again (a rebuild
+    that deletes one and another run that writes a new one of the same size would fool a size)."""
     if not targets:
         return []
-    now = _current_parts(store, sorted(targets))
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        manifests = dict(zip(sorted(targets), pool.map(lambda p: _load_manifest(store, manifest_key(p)), sorted(targets))))
+    parts, sizes = _current(store, sorted(targets))
     copies = set(targets.values())
-    return [p for p in sorted(targets) if day_files(p, now[p], manifests[p], copies)[1] == targets[p]]
+    out = []
+    for p in sorted(targets):
+        if p not in sizes:
+            continue  # the manifest went (a rebuild): parts
+        manifest = layout.manifests.get(p) if trust_sizes and sizes[p] == layout.manifest_sizes.get(p) else None
+        if manifest is None:
+            manifest = _load_manifest(store, manifest_key(p))
+        if day_files(p, parts[p], manifest, copies)[1] == targets[p]:
+            out.append(p)
+    return out
 
 
 def sync_catalog(store: ObjectStore, catalog=None, layout: Layout | None = None) -> dict[str, int]:
@@ -390,6 +408,6 @@ def sync_catalog(store: ObjectStore, catalog=None, layout: Layout | None = None)
                 and have[p] != parts_prefix(p)}
     catalog.update(to_parts)
     targets = {p: k for p, k in layout.compacted.items() if have.get(p) != location_of(k)}
-    moved = switch_to_copies(store, catalog, targets)
+    moved = switch_to_copies(store, catalog, targets, layout)
     return {"registered": len(missing), "to_parts": len(to_parts), "to_copy": len(targets) - len(moved),
             "not_moved": len(moved)}
