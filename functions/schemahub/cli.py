@@ -511,13 +511,13 @@ def cmd_serve(args) -> int:
 
 def cmd_compact(args) -> int:
     """Merge each closed product-day's files into one; readers switch per day, atomically."""
-    from schemahub.compact import compact
+    from schemahub.pipeline import compact_closed
     from schemahub.store import open_store
 
     store = open_store(args.storage)
     exchange, product = _table_product(args, store, _known(args))
-    res = compact(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
-                  product_id=product)
+    res = compact_closed(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
+                         product_id=product)
     if args.dry_run:
         print(f"would compact {len(res.planned)} product-day(s)")
         for p in res.planned:
@@ -525,6 +525,8 @@ def cmd_compact(args) -> int:
     else:
         print(f"compacted {res.partitions} product-day(s): {res.parts:,} files, {res.rows:,} rows "
               f"({res.skipped_open} still open)")
+        if res.catalog:
+            print("catalog: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in res.catalog.items()))
     return 0
 
 
@@ -570,6 +572,9 @@ def cmd_demo(args) -> int:
     args.all = args.dry_run = False
     args.max_seconds = None
     cmd_transform(args)
+    print("== compact (each closed product-day into one file)")
+    args.before = None
+    cmd_compact(args)
     print("== stats")
     args.format = "table"
     cmd_stats(args)

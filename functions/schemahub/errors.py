@@ -71,6 +71,24 @@ class InvalidCheckpoint(DamagedObject):
     """A checkpoint is unreadable or inconsistent with the raw chain; `schemahub repair-checkpoint` rebuilds it."""
 
 
+# ------------------------------------------------------------------ catalog (Glue)
+
+class CatalogError(SchemahubError):
+    """The table catalog (Glue) failed in a way callers cannot fix by retrying."""
+
+
+class CatalogMissing(CatalogError):
+    """The catalog's database or table does not exist (not deployed, or SCHEMAHUB_GLUE_TABLE names another)."""
+
+
+class CatalogAccessDenied(CatalogError):
+    """The catalog refused the request: grant the identity the glue action on the catalog, database and table."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The catalog could not be reached or kept throttling after retries: run again later."""
+
+
 # ------------------------------------------------------------------ sources
 
 class SourceError(SchemahubError):
