@@ -89,6 +89,10 @@ class RetryBudgetExhausted(SourceError):
     """Retries ran out; the product's run stops and advances nothing further."""
 
 
+class Unreachable(RetryBudgetExhausted):
+    """The exchange's host cannot be reached at all (DNS lookup failed, connection refused): retried at most once."""
+
+
 class ExchangeBanned(SourceError):
     """The exchange banned this IP (for example Binance 418); stop that exchange's ingest."""
 
@@ -113,6 +117,10 @@ class GeoBlocked(ExchangeBanned):
 
 class DeadlineReached(SchemahubError):
     """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
+
+
+class Interrupted(DeadlineReached):
+    """The user asked the run to stop (Ctrl-C): it stops like at a deadline, landing or dropping whole objects."""
 
 
 class LeaseHeld(SchemahubError):
