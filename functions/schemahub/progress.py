@@ -40,7 +40,7 @@ class _Exchange:
     done: set[str] = field(default_factory=set)
     remaining: dict[str, int | None] = field(default_factory=dict)  # trades to land; None: a time cursor
     trades: int = 0
-    first_at: float | None = None
+    first_at: float | None = None  # when its first product started
     finished_at: float | None = None
     events: deque = field(default_factory=deque)  # (monotonic, trades) within the window
     wait: tuple[str, float] | None = None  # (reason, until monotonic)
@@ -67,6 +67,7 @@ class IngestProgress:
         with self.lock:
             e = self._get(exchange)
             e.started[product_id] = self.clock.monotonic()
+            e.first_at = e.started[product_id] if e.first_at is None else e.first_at
             if product_id not in e.products:
                 e.products.append(product_id)
 
@@ -84,7 +85,7 @@ class IngestProgress:
             e = self._get(exchange)
             now = self.clock.monotonic()
             e.trades += n
-            e.first_at = now if e.first_at is None else e.first_at
+            e.first_at = now if e.first_at is None else e.first_at  # (pages without a started() event)
             e.events.append((now, n))
             e.remaining[product_id] = None if head is None else max(0, head - cursor)
             e.wait = None  # an answer came: whatever it waited for is over
@@ -95,12 +96,12 @@ class IngestProgress:
 
     # ------------------------------------------------------------ rendering
     def rate(self, exchange: str) -> float:
-        """Trades per second over the last window_s seconds (or since the first page, if that is shorter)."""
+        """Trades per second over the last window_s seconds (or since the exchange started, if that is shorter)."""
         with self.lock:
             return self._rate(self.ex[exchange], self.clock.monotonic())
 
     def _rate(self, e: _Exchange, now: float) -> float:
-        while e.events and e.events[0][0] < now - self.window_s:
+        while e.events and e.events[0][0] <= now - self.window_s:
             e.events.popleft()
         if e.first_at is None:
             return 0.0
