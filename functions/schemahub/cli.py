@@ -193,6 +193,26 @@ class _Interruptible:
         sys.stderr.flush()
 
 
+class _counting:
+    """Objects done of a total on a terminal (transform, compact); nothing elsewhere or when not shown."""
+
+    def __init__(self, what: str, unit: str, show: bool = True) -> None:
+        from schemahub.progress import CountProgress, Display
+
+        self.model = CountProgress(what, unit)
+        self.display = Display(self.model) if show and sys.stderr.isatty() else None
+
+    def __enter__(self):
+        if self.display:
+            self.display.__enter__()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        if self.display:
+            self.model(self.model.total, self.model.total)
+            self.display.close()
+
+
 def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool):
     """The CLI's ingest (ingest, run, demo): every exchange at once, progress lines, Ctrl-C handled."""
     from schemahub.ingest import ingest_exchanges
@@ -401,8 +421,9 @@ def cmd_transform(args) -> int:
     exchange, product = _table_product(args, store, _known(args))
     prefix = raw_prefix(exchange, product)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
-                                                             deadline=deadline)
+    with _counting("transform", "raw objects", show=not args.dry_run) as progress:
+        res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
+                                                                 deadline=deadline, progress=progress)
     if args.dry_run:
         print(f"would transform {len(res.pending)} raw object(s)")
         for key in res.pending:
@@ -539,8 +560,9 @@ def cmd_compact(args) -> int:
 
     store = open_store(args.storage)
     exchange, product = _table_product(args, store, _known(args))
-    res = compact(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
-                  product_id=product)
+    with _counting("compact", "product-days", show=not args.dry_run) as progress:
+        res = compact(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
+                      product_id=product, progress=progress)
     if args.dry_run:
         print(f"would compact {len(res.planned)} product-day(s)")
         for p in res.planned:

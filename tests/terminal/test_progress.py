@@ -104,3 +104,28 @@ def test_transform_and_compact_count_objects():
     c = CountProgress("transform")
     c(120, 450)
     assert c.lines() == ["transform: 120 of 450 objects"]
+
+
+def test_transform_and_compact_report_objects_done_of_the_total(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from schemahub.compact import compact
+    from schemahub.ingest import make_source
+    from schemahub.landing import IngestOptions, Lander
+    from schemahub.sim import Book, CoinbaseSim
+    from schemahub.sources.base import Product
+    from schemahub.store.local import LocalStore
+    from schemahub.transform import Transformer
+
+    store = LocalStore(str(tmp_path))
+    with CoinbaseSim([Book("BTC-USD", initial=25_000, interval_us=10_000_000)]) as sim:  # 3 objects over 3 days
+        src = make_source("coinbase", base_url=sim.url, rate=1000)
+        since = datetime.now(timezone.utc) - timedelta(days=4)
+        res = Lander(store, src).run(Product("BTC-USD", "BTC-USD", "BTC", "USD"), IngestOptions(since=since))
+    assert res.objects == 3, res
+    seen = []
+    Transformer(store).run(progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+    days = []
+    compact(store, progress=lambda done, total: days.append((done, total)))
+    assert days and days[0] == (0, days[0][1]) and days[0][1] >= 3
