@@ -219,6 +219,8 @@ def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool)
     from schemahub.progress import Display, IngestProgress
 
     model = IngestProgress({src.exchange: [p.product_id for p in prods] for src, prods in jobs}, clock)
+    # Off a terminal, plain lines every 30 s, unless stderr carries JSON log lines only.
+    show = show and (sys.stderr.isatty() or settings.log_format() != "json")
     display = Display(model) if show else None
     with _Interruptible(clock):
         if display:
