@@ -137,21 +137,22 @@ def ingest(
     finished = getattr(progress, "finished", None)
 
     def one(p: Product) -> ProductResult:
-        if banned:
-            return ProductResult(source.exchange, p.product_id, status="skipped", message=f"exchange banned us: {banned[0]}")
-        if clock.stopped:
-            return ProductResult(source.exchange, p.product_id, status="skipped", more_to_do=True,
-                                 message="interrupted before it started; a rerun lands it")
-        if started:
-            started(source.exchange, p.product_id)
         try:
+            if banned:
+                return ProductResult(source.exchange, p.product_id, status="skipped",
+                                     message=f"exchange banned us: {banned[0]}")
+            if clock.stopped:
+                return ProductResult(source.exchange, p.product_id, status="skipped", more_to_do=True,
+                                     message="interrupted before it started; a rerun lands it")
+            if started:
+                started(source.exchange, p.product_id)
             res = ingest_product(store, source, p, opts, deadline, clock=clock, lander=lander)  # the Lambda's path too
+            if getattr(source.http, "banned", None) and not banned:  # a source without HTTP (tests) is never banned
+                banned.append(source.http.banned)
+            return res
         finally:
             if finished:
                 finished(source.exchange, p.product_id)
-        if getattr(source.http, "banned", None) and not banned:  # a source without HTTP (tests) is never banned
-            banned.append(source.http.banned)
-        return res
 
     if workers <= 1 or len(products) <= 1:
         return [one(p) for p in products]
