@@ -165,8 +165,9 @@ class _Interruptible:
     """Ctrl-C during an ingest: the first stops every exchange at an object boundary (the objects in flight land
     or are dropped whole), the second exits at once. Both end in exit code 130."""
 
-    def __init__(self, clock) -> None:
+    def __init__(self, clock, model=None, display=None) -> None:
         self.clock = clock
+        self.model, self.display = model, display
         self.old = None
 
     def __enter__(self):
@@ -189,8 +190,14 @@ class _Interruptible:
             sys.stderr.flush()
             os._exit(130)
         self.clock.stop("interrupted (Ctrl-C)")
-        sys.stderr.write("\nschemahub: stopping: landing the objects in flight (Ctrl-C again to quit at once)\n")
-        sys.stderr.flush()
+        if self.model is not None:
+            self.model.stopping = True
+        text = "\nschemahub: stopping: landing the objects in flight (Ctrl-C again to quit at once)\n"
+        if self.display is not None:
+            self.display.say(text)
+        else:
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 class _counting:
@@ -222,7 +229,7 @@ def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool)
     # Off a terminal, plain lines every 30 s, unless stderr carries JSON log lines only.
     show = show and (sys.stderr.isatty() or settings.log_format() != "json")
     display = Display(model) if show else None
-    with _Interruptible(clock):
+    with _Interruptible(clock, model, display):
         if display:
             display.__enter__()
         try:

@@ -44,6 +44,7 @@ class _Exchange:
     finished_at: float | None = None
     events: deque = field(default_factory=deque)  # (monotonic, trades) within the window
     wait: tuple[str, float] | None = None  # (reason, until monotonic)
+    stopped: bool = False  # it ended after a Ctrl-C, not by landing everything
 
 
 class IngestProgress:
@@ -58,6 +59,7 @@ class IngestProgress:
         self.window_s = window_s
         self.ex = {name: _Exchange(list(products)) for name, products in plan.items()}
         self.lock = threading.Lock()
+        self.stopping = False  # Ctrl-C: exchanges that end now stopped, they are not done
 
     def _get(self, exchange: str) -> _Exchange:
         return self.ex.setdefault(exchange, _Exchange([]))
@@ -79,6 +81,7 @@ class IngestProgress:
             if e.done >= set(e.products):
                 e.finished_at = self.clock.monotonic()
                 e.wait = None
+                e.stopped = self.stopping
 
     def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int | None) -> None:
         with self.lock:
@@ -116,7 +119,8 @@ class IngestProgress:
     def _line(self, name: str, e: _Exchange, now: float) -> str:
         total = len(e.products)
         if e.finished_at is not None:
-            return f"{name}: done, {total} product{'s' if total != 1 else ''}, {e.trades:,} trades"
+            return (f"{name}: {'stopped' if e.stopped else 'done'}, {total} product{'s' if total != 1 else ''}, "
+                    f"{e.trades:,} trades")
         active = [p for p in e.products if p in e.started and p not in e.done]
         parts = [f"{'+'.join(active) or 'starting'} ({len(e.done)} of {total} done)", f"{e.trades:,} trades"]
         rate = self._rate(e, now)
@@ -169,6 +173,7 @@ class Display:
         self.tty = self.stream.isatty() if tty is None else tty
         self.every_s = every_s if self.tty else plain_every_s
         self._drawn = 0
+        self._lock = threading.RLock()  # draw (its thread) and say (a signal handler in the main thread)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -186,6 +191,10 @@ class Display:
 
     def draw(self) -> None:
         lines = self.model.lines()
+        with self._lock:
+            self._draw(lines)
+
+    def _draw(self, lines: list[str]) -> None:
         try:
             if self.tty:
                 up = f"\x1b[{self._drawn}F" if self._drawn else ""
@@ -196,6 +205,16 @@ class Display:
             self.stream.flush()
         except (OSError, ValueError):  # stderr went away: progress is not worth failing the run for
             self._stop.set()
+
+    def say(self, text: str) -> None:
+        """A message between frames: written below the lines drawn, and the next frame is drawn below it."""
+        with self._lock:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._drawn = 0
 
     def close(self) -> None:
         if self._thread is not None and not self._stop.is_set():

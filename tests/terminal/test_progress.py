@@ -129,3 +129,20 @@ def test_transform_and_compact_report_objects_done_of_the_total(tmp_path):
     days = []
     compact(store, progress=lambda done, total: days.append((done, total)))
     assert days and days[0] == (0, days[0][1]) and days[0][1] >= 3
+
+
+def test_after_ctrl_c_exchanges_that_end_are_stopped_not_done_and_a_message_does_not_break_the_frame():
+    clock, p = _model()
+    p.started("kraken", "BTC-USD")
+    for pid in ("BTC-USDT", "ETH-USDT"):
+        p.started("binance", pid)
+        p.finished("binance", pid)
+    p.stopping = True
+    p.finished("kraken", "BTC-USD")
+    assert p.lines() == ["binance: done, 2 products, 0 trades", "kraken: stopped, 1 product, 0 trades"]
+    out = io.StringIO()
+    d = Display(p, stream=out, tty=True)
+    d.draw()
+    d.say("\nschemahub: stopping\n")
+    d.draw()
+    assert "\x1b[" not in out.getvalue().split("schemahub: stopping")[1].split("\x1b[2K")[0]  # drawn below, not over it
