@@ -5,8 +5,8 @@ with a FakeClock and synthetic events. `Display` draws it: on a terminal it redr
 second; elsewhere (a log file, CI) it prints plain lines every `plain_every_s` seconds, never cursor codes.
 
 A line per exchange names the products in flight, the trades landed, the rate over the last `window_s` seconds
-(not since the start), an ETA where the cursor counts trades (ids with a known head; a time cursor such as
-Kraken's gives none), and what it waits for and until when:
+(not since the start), an ETA (id cursors: trades left over that rate; a time cursor such as Kraken's: the
+time span left over how fast the cursor moves), and what it waits for and until when:
 
     binance: BTC-USDT (1 of 2 done), 12,345 trades, 850 trades/s, ETA 2 min 10 s, weight budget, resuming in 41 s
 """
@@ -39,6 +39,7 @@ class _Exchange:
     started: dict[str, float] = field(default_factory=dict)  # product -> monotonic start
     done: set[str] = field(default_factory=set)
     remaining: dict[str, int | None] = field(default_factory=dict)  # trades to land; None: a time cursor
+    cursors: dict[str, deque] = field(default_factory=dict)  # a time cursor: (monotonic, cursor, head) in the window
     trades: int = 0
     first_at: float | None = None  # when its first product started
     finished_at: float | None = None
@@ -83,14 +84,20 @@ class IngestProgress:
                 e.wait = None
                 e.stopped = self.stopping
 
-    def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int | None) -> None:
+    def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int | None,
+                 counts_trades: bool = True) -> None:
         with self.lock:
             e = self._get(exchange)
             now = self.clock.monotonic()
             e.trades += n
             e.first_at = now if e.first_at is None else e.first_at  # (pages without a started() event)
             e.events.append((now, n))
-            e.remaining[product_id] = None if head is None else max(0, head - cursor)
+            e.remaining[product_id] = None if head is None or not counts_trades else max(0, head - cursor)
+            if not counts_trades and head is not None:  # a time cursor: how fast it moves towards the head
+                hist = e.cursors.setdefault(product_id, deque())
+                hist.append((now, cursor, head))
+                while len(hist) > 2 and hist[1][0] <= now - self.window_s:
+                    hist.popleft()
             e.wait = None  # an answer came: whatever it waited for is over
 
     def waiting(self, exchange: str, reason: str, seconds: float) -> None:
@@ -136,14 +143,30 @@ class IngestProgress:
         return f"{name}: " + ", ".join(parts)
 
     def _eta(self, e: _Exchange, rate: float) -> str:
-        """Only where every started product counts its trades (id cursors with a known head)."""
-        if rate <= 0:
+        """Id cursors with a known head: trades left over the rate. A time cursor (Kraken): the time span left
+        over how fast the cursor moved in the window, averaged over the products sharing the exchange's budget."""
+        active = [p for p in e.products if p in e.started and p not in e.done]
+        left = [e.remaining.get(p) for p in active]
+        if not active:
             return ""
-        left = [e.remaining.get(p) for p in e.products if p in e.started and p not in e.done]
-        if not left or any(v is None for v in left):
+        if all(v is not None for v in left):
+            seconds = sum(left) / rate if rate > 0 else None
+        else:
+            spans = [self._time_left(e.cursors.get(p)) for p in active]
+            seconds = None if any(s is None for s in spans) else sum(spans) / len(spans)
+        if seconds is None:
             return ""
         unstarted = any(p not in e.started for p in e.products)
-        return f"ETA {'> ' if unstarted else ''}{duration(sum(left) / rate)}"
+        return f"ETA {'> ' if unstarted else ''}{duration(seconds)}"
+
+    @staticmethod
+    def _time_left(hist) -> float | None:
+        if not hist or len(hist) < 2:
+            return None
+        (t0, c0, _), (t1, c1, head) = hist[0], hist[-1]
+        if t1 <= t0 or c1 <= c0:
+            return None
+        return max(0, head - c1) / ((c1 - c0) / (t1 - t0))
 
 
 class CountProgress:

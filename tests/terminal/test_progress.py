@@ -51,7 +51,7 @@ def test_eta_per_exchange_from_the_trades_left_and_the_current_rate():
     assert "ETA 2 min 10 s" in line  # 130,000 / 1,000
 
 
-def test_eta_says_more_while_products_have_not_started_and_none_for_a_time_cursor():
+def test_eta_says_more_while_products_have_not_started_and_none_for_a_time_cursor_at_first():
     clock, p = _model()
     p.started("binance", "BTC-USDT")
     clock.advance(1)
@@ -59,8 +59,8 @@ def test_eta_says_more_while_products_have_not_started_and_none_for_a_time_curso
     assert "ETA > 11 s" in p.lines()[0]
     p.started("kraken", "BTC-USD")
     clock.advance(1)
-    p("kraken", "BTC-USD", 1000, 1_796_000_000_000_000_000, None)  # a time cursor: no count of trades left
-    assert "ETA" not in p.lines()[1] and "1,000 trades" in p.lines()[1]
+    p("kraken", "BTC-USD", 1000, 1_796_000_000_000_000_000, 1_796_000_100_000_000_000, False)  # a time cursor
+    assert "ETA" not in p.lines()[1] and "1,000 trades" in p.lines()[1]  # no trade count; one page: no speed yet
 
 
 def test_a_wait_says_what_for_and_until_when_and_ends_with_the_next_answer():
@@ -146,3 +146,16 @@ def test_after_ctrl_c_exchanges_that_end_are_stopped_not_done_and_a_message_does
     d.say("\nschemahub: stopping\n")
     d.draw()
     assert "\x1b[" not in out.getvalue().split("schemahub: stopping")[1].split("\x1b[2K")[0]  # drawn below, not over it
+
+
+def test_a_time_cursor_gets_an_eta_from_how_fast_it_moves_towards_the_head():
+    clock, p = _model()
+    p.started("kraken", "BTC-USD")
+    head = 10_000 * 10**9  # the cursor is a time in ns: the head is the run's start
+    cursor = 1_000 * 10**9
+    for _ in range(5):  # each second the cursor moves 100 s of trades
+        p("kraken", "BTC-USD", 1000, cursor, head, False)
+        clock.advance(1)
+        cursor += 100 * 10**9
+    # 9,000 s - 400 s of trades left at 100 s per second: 86 s
+    assert "ETA 1 min 26 s" in p.lines()[1], p.lines()[1]

@@ -430,8 +430,9 @@ class Lander:
             spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
             spans[1] = chunk.max_id if spans[1] is None else max(spans[1], chunk.max_id)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end,
-                          head if self.source.counts_trades else None)
+            # (exchange, product, trades, cursor, head, whether head - cursor counts trades or is a time span)
+            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end, head,
+                          self.source.counts_trades)
         return chunk.end, chunk.caught_up
 
     def _existing_end(self, key: str, start: int) -> int | None:
