@@ -93,7 +93,7 @@ def main() -> None:
           f"{len(exchanges)} exchanges, mapping rate limits, --workers {args.workers}, cores={os.cpu_count()}")
     print(f"  sum of the exchanges alone (one after another)  {total:>7.1f} s")
     print(f"  all exchanges at once                           {together:>7.1f} s  ({trades:,} trades)")
-    print(f"  slowest alone ({slowest_ex + ')':<9}                       {slowest:>7.1f} s")
+    print(f"  {'slowest alone (' + slowest_ex + ')':<48}{slowest:>7.1f} s")
     print(f"  ratio concurrent/slowest                        {together / slowest:>7.2f}x  (target <= 1.30x)")
     print(f"  ratio sequential/concurrent                     {total / together:>7.2f}x")
 
