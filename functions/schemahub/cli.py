@@ -363,7 +363,7 @@ def _report(results, as_json: bool) -> int:
             print(result_line(r))
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.exchange} {r.product_id}: {r.message}" for r in failed),
+        print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
               file=sys.stderr)
         return 1
     return 0
