@@ -236,13 +236,13 @@ class Lander:
             _, lines = rawobject.decode(self.store.get(key).data, key)
         except SchemahubError:
             return None
-        return self._newest_us(lines)
+        return self._newest_us(lines, every=True)  # an object's pages may each run newest-first
 
-    def _newest_us(self, lines: list[bytes]) -> int | None:
-        """The newer trade time of a page's first and last line (pages run oldest- or newest-first)."""
+    def _newest_us(self, lines: list[bytes], every: bool = False) -> int | None:
+        """The newest trade time of a page: its first or last line (pages run oldest- or newest-first)."""
         t = self.source.spec.source.trades
         best = None
-        for line in (lines[0], lines[-1]) if lines else ():
+        for line in lines if every else (lines[0], lines[-1]) if lines else ():
             try:
                 ts = parse_time(json.loads(line)[t.time_field], t.time_format)
             except (ValueError, KeyError, IndexError, TypeError, OverflowError):
@@ -398,6 +398,7 @@ class Lander:
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
+        newest = None  # the newest trade time fetched (µs), page by page
         cursor, caught_up = start, False
         for n in range(self.source.spec.source.trades.pages_per_object):
             if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
@@ -413,11 +414,13 @@ class Lander:
                 break  # the page in flight is dropped whole; the pages before it land
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
+            t = self._newest_us(chunk.lines)
+            newest = t if newest is None or (t is not None and t > newest) else newest
             if caught_up or (upper is not None and cursor >= upper):
                 break
         # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
         header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if cursor > start else None
-        return _Group(key, start, cursor, header, lines, caught_up, self._newest_us(lines))
+        return _Group(key, start, cursor, header, lines, caught_up, newest)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
