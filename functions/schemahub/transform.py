@@ -30,7 +30,7 @@ from schemahub.layout import (
     damaged_prefix,
     marker_key,
     marker_prefix,
-    parse_raw_key,
+    parse_source_key,
     parse_table_file,
     quarantine_key,
     raw_key_of_damaged,
@@ -128,7 +128,7 @@ class Transformer:
         """(raw object keys, stray keys) under prefix; strays are logged and never transformed."""
         keys, stray = [], []
         for o in self.store.list(prefix):
-            (keys if parse_raw_key(o.key) is not None else stray).append(o.key)
+            (keys if parse_source_key(o.key) is not None else stray).append(o.key)
         for key in stray:
             log.warning("%s: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<20-digit cursor>.jsonl.gz); "
                         "ignored: move it out of raw/", key)
@@ -178,7 +178,7 @@ class Transformer:
             res.quarantined += r.quarantined
             res.duplicates += r.duplicates
             res.files += len(r.files)
-            rk = parse_raw_key(key)
+            rk = parse_source_key(key)
             agg = res.by_product.setdefault(f"{rk.exchange}/{rk.product_id}", {"rows": 0, "quarantined": 0, "duplicates": 0})
             agg["rows"] += r.rows
             agg["quarantined"] += r.quarantined
@@ -193,7 +193,7 @@ class Transformer:
         A damaged object raises DamagedObject after it is recorded under damaged/ with its reason.
         was_damaged: whether a damaged/ record exists (None: look).
         """
-        rk = parse_raw_key(raw_key)
+        rk = parse_source_key(raw_key)
         if rk is None:
             raise SchemahubError(f"{raw_key}: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<cursor>.jsonl.gz)")
         try:
