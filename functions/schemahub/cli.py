@@ -171,37 +171,83 @@ def _table_product(args, store, known: list[str]) -> tuple[str | None, str | Non
     return having[0], product
 
 
-class Progress:
-    """A single status line on a terminal: trades, pages, trades/s and ETA."""
+class _Interruptible:
+    """Ctrl-C during an ingest: the first stops every exchange at an object boundary (the objects in flight land
+    or are dropped whole), the second exits at once. Both end in exit code 130."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.t0 = time.monotonic()
-        self.trades = 0
-        self.pages = 0
-        self.remaining: dict[str, int | None] = {}
-        self.lock = threading.Lock()
-        self.last = 0.0
+    def __init__(self, clock, model=None, display=None) -> None:
+        self.clock = clock
+        self.model, self.display = model, display
+        self.old = None
 
-    def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int) -> None:
-        with self.lock:
-            self.trades += n
-            self.pages += 1
-            self.remaining[f"{exchange}/{product_id}"] = None if head is None else max(0, head - cursor)
-            now = time.monotonic()
-            if not self.enabled or now - self.last < 0.25:
-                return
-            self.last = now
-            rate = self.trades / max(now - self.t0, 1e-6)
-            known = None not in self.remaining.values()  # time cursors (Kraken) give no trade count
-            left = sum(v for v in self.remaining.values() if v)
-            eta = f"ETA {left / rate:,.0f}s" if known and rate > 0 and left else "ETA -"
-            sys.stderr.write(f"\r{self.trades:,} trades  {self.pages:,} pages  {rate:,.0f} trades/s  {eta}   ")
+    def __enter__(self):
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.clock.stopped:
+            sys.stderr.write("\nschemahub: interrupted again: exiting now; a rerun continues from the last "
+                             "checkpoint (an object being written is never half-landed)\n")
+            sys.stderr.flush()
+            os._exit(130)
+        self.clock.stop("interrupted (Ctrl-C)")
+        if self.model is not None:
+            self.model.stopping = True
+        text = "\nschemahub: stopping: landing the objects in flight (Ctrl-C again to quit at once)\n"
+        if self.display is not None:
+            self.display.say(text)
+        else:
+            sys.stderr.write(text)
             sys.stderr.flush()
 
-    def done(self) -> None:
-        if self.enabled and self.pages:
-            sys.stderr.write("\n")
+
+class _counting:
+    """Objects done of a total on a terminal (transform, compact); nothing elsewhere or when not shown."""
+
+    def __init__(self, what: str, unit: str, show: bool = True) -> None:
+        from schemahub.progress import CountProgress, Display
+
+        self.model = CountProgress(what, unit)
+        self.display = Display(self.model) if show and sys.stderr.isatty() else None
+
+    def __enter__(self):
+        if self.display:
+            self.display.__enter__()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        if self.display:
+            self.model(self.model.total, self.model.total)
+            self.display.close()
+
+
+def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool):
+    """The CLI's ingest (ingest, run, demo): every exchange at once, progress lines, Ctrl-C handled."""
+    from schemahub.ingest import ingest_exchanges
+    from schemahub.progress import Display, IngestProgress
+
+    model = IngestProgress({src.exchange: [p.product_id for p in prods] for src, prods in jobs}, clock)
+    # Off a terminal, plain lines every 30 s, unless stderr carries JSON log lines only.
+    show = show and (sys.stderr.isatty() or settings.log_format() != "json")
+    display = Display(model) if show else None
+    with _Interruptible(clock, model, display):
+        if display:
+            display.__enter__()
+        try:
+            return ingest_exchanges(store, jobs, opts, workers=workers, deadline=deadline, progress=model,
+                                    clock=clock)
+        finally:
+            if display:
+                display.close()
 
 
 def _known(args) -> list[str]:
@@ -263,7 +309,8 @@ def cmd_update_seed(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from schemahub.ingest import ingest, load_seed, make_source, resolve_products
+    from schemahub.clock import StoppableClock
+    from schemahub.ingest import load_seed, make_source, resolve_products
     from schemahub.landing import IngestOptions
     from schemahub.store import open_store
 
@@ -275,15 +322,50 @@ def cmd_ingest(args) -> int:
     opts = IngestOptions(since=args.since, dry_run=args.dry_run, resume=args.resume,
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
-    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, archive_url=urls.get(f"{ex}-archive")),
-                wanted) for ex, wanted in plan]
-    results = []
-    for source, wanted in sources:
-        products = resolve_products(source, wanted, seed)
-        results += ingest(store, source, products, opts, workers=args.workers, deadline=deadline, progress=progress)
-    progress.done()
-    return _report(results, args.json)
+    clock = StoppableClock()
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, clock=clock,
+                            archive_url=urls.get(f"{ex}-archive")), wanted)
+               for ex, wanted in plan]
+    jobs = [(source, resolve_products(source, wanted, seed)) for source, wanted in sources]
+    results = _ingest_run(store, jobs, opts, workers=args.workers, deadline=deadline, clock=clock,
+                          show=not args.dry_run and not args.json)
+    code = _report(results, args.json)
+    return _interrupted(results) if clock.stopped else code
+
+
+def _interrupted(results) -> int:
+    landed = sum(r.trades for r in results)
+    print(f"schemahub: interrupted: {landed:,} trades landed in this run, every object whole; a rerun continues "
+          "from each product's checkpoint", file=sys.stderr)
+    return 130
+
+
+def _when(us: int | None, now: datetime | None = None) -> str:
+    """2026-12-01 23:10:04 UTC (3 s behind)."""
+    from schemahub.progress import duration
+
+    if us is None:
+        return "nothing landed yet"
+    t = datetime.fromtimestamp(us / 1e6, timezone.utc)
+    behind = ((now or datetime.now(timezone.utc)) - t).total_seconds()
+    return f"up to {t:%Y-%m-%d %H:%M:%S} UTC ({duration(max(0.0, behind))} behind)"
+
+
+def result_line(r, now: datetime | None = None) -> str:
+    """One product's outcome for a person: trades landed and up to when, never a raw cursor."""
+    if r.status == "planned":
+        return f"{r.exchange} {r.product_id}: plan {json.dumps(r.plan, sort_keys=True)}"
+    what = {"ok": "", "skipped": "skipped, ", "failed": "FAILED, "}.get(r.status, f"{r.status}, ")
+    line = f"{r.exchange} {r.product_id}: {what}{r.trades:,} trades landed, {_when(r.newest_us, now)}"
+    if r.more_to_do:
+        line += ", more to do"
+    if r.adopted:
+        line += f"; adopted {r.adopted} object(s) from an earlier run"
+    if getattr(r, "archive_objects", 0):
+        line += f"; {r.archive_objects} object(s) cut from the exchange's archive files"
+    if r.message:
+        line += f" -- {r.message}"
+    return line
 
 
 def _report(results, as_json: bool) -> int:
@@ -291,16 +373,7 @@ def _report(results, as_json: bool) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:
         for r in results:
-            if r.status == "planned":
-                print(f"{r.exchange}/{r.product_id}: plan {json.dumps(r.plan, sort_keys=True)}")
-                continue
-            more = "  (more to do)" if r.more_to_do else ""
-            line = f"{r.exchange}/{r.product_id}: {r.status}  {r.trades} trades in {r.objects} objects  watermark {r.hi}{more}"
-            if r.adopted:
-                line += f"  adopted {r.adopted} from an earlier run"
-            if r.message:
-                line += f"  -- {r.message}"
-            print(line)
+            print(result_line(r))
     failed = [r for r in results if r.status == "failed"]
     replaced = [(r, f) for r in results for f in getattr(r, "replaced", None) or []]
     if replaced:  # an archive file changed after it landed: the run did its work, but someone must look
@@ -378,8 +451,9 @@ def cmd_transform(args) -> int:
     exchange, product = _table_product(args, store, _known(args))
     prefix = raw_prefix(exchange, product)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
-                                                             deadline=deadline)
+    with _counting("transform", "raw objects", show=not args.dry_run) as progress:
+        res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
+                                                                 deadline=deadline, progress=progress)
     if args.dry_run:
         print(f"would transform {len(res.pending)} raw object(s)")
         for key in res.pending:
@@ -516,8 +590,9 @@ def cmd_compact(args) -> int:
 
     store = open_store(args.storage)
     exchange, product = _table_product(args, store, _known(args))
-    res = compact_closed(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
-                         product_id=product)
+    with _counting("compact", "product-days", show=not args.dry_run) as progress:
+        res = compact_closed(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
+                             product_id=product, progress=progress)
     if args.dry_run:
         print(f"would compact {len(res.planned)} product-day(s)")
         for p in res.planned:
@@ -534,6 +609,8 @@ def cmd_run(args) -> int:
     """One scheduled cycle: ingest every seeded product of every exchange, transform, compact closed days."""
     args.exchange, args.product, args.dry_run, args.json = None, None, False, False
     code = cmd_ingest(args)
+    if code == 130:
+        return code  # interrupted: transform and compact wait for the next run
     args.all, args.max_seconds = False, None
     code = cmd_transform(args) or code
     args.before = None
@@ -542,7 +619,8 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     """Offline: simulate every seeded exchange, run a cycle into ./demo-data, print stats and queries."""
-    from schemahub.ingest import ingest, load_seed, make_source
+    from schemahub.clock import StoppableClock
+    from schemahub.ingest import load_seed, make_source
     from schemahub.landing import IngestOptions
     from schemahub.query import OHLCV_1M, VWAP_1M_ACROSS, connect
     from schemahub.sim import SIMS
@@ -552,21 +630,21 @@ def cmd_demo(args) -> int:
     seed = {ex: ps for ex, ps in load_seed(args.mappings).items() if ex in SIMS and ps}
     store = open_store(args.storage)
     sims = _start_sims(sorted(seed), {ex: [p.product_id for p in ps] for ex, ps in seed.items()}, live=1.0)
-    results = []
+    clock = StoppableClock()
     try:
         for ex, sim in sims.items():
             print(f"== simulated {ex} API at {sim.url}")
-        print("== ingest (exactly once, into raw/)")
-        progress = Progress(enabled=sys.stderr.isatty())
-        opts = IngestOptions(since=args.since)
-        for ex, sim in sims.items():
-            source = make_source(ex, base_url=sim.url, rate=200, mappings_dir=args.mappings)
-            results += ingest(store, source, seed[ex], opts, workers=len(seed[ex]), progress=progress)
-        progress.done()
+        print("== ingest (exactly once, into raw/)", flush=True)
+        jobs = [(make_source(ex, base_url=sim.url, rate=200, mappings_dir=args.mappings, clock=clock), seed[ex])
+                for ex, sim in sims.items()]
+        results = _ingest_run(store, jobs, IngestOptions(since=args.since), workers=max(map(len, seed.values())),
+                              deadline=None, clock=clock, show=True)
     finally:
         for sim in sims.values():
             sim.stop()
     code = _report(results, False)
+    if clock.stopped:
+        return _interrupted(results)
     print("== transform (raw/ -> curated/ Parquet)")
     args.exchange = args.product = None
     args.all = args.dry_run = False

@@ -250,7 +250,7 @@ def dedupe_lowest_raw_key(table):
 
 def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = False, min_parts: int = 2,
             exchange: str | None = None, product_id: str | None = None, catalog=None,
-            deadline: float | None = None) -> CompactResult:
+            deadline: float | None = None, progress=None) -> CompactResult:
     """Compact every product-day before `before` (default: today, UTC) that is not read as an exact copy yet,
     then point the catalog's partitions at what day_files says (sync_catalog).
 
@@ -269,7 +269,9 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
     layout = read_layout(store)
     res = CompactResult()
     stale = set(layout.stale)
-    for p, keys in sorted(layout.parts.items()):
+    for done, (p, keys) in enumerate(sorted(layout.parts.items())):
+        if progress is not None:  # progress(product-days checked, product-days), for a person at a terminal
+            progress(done, len(layout.parts))
         _, (ex, pid, day) = table_partition(keys[0])
         if (exchange and ex != exchange) or (product_id and pid != product_id) or p in layout.compacted:
             continue

@@ -107,6 +107,10 @@ class RetryBudgetExhausted(SourceError):
     """Retries ran out; the product's run stops and advances nothing further."""
 
 
+class Unreachable(RetryBudgetExhausted):
+    """The exchange's host cannot be reached at all (DNS lookup failed, connection refused): retried at most once."""
+
+
 class BodyTooLarge(SourceError):
     """A response body is larger than the client's cap (refused, never buffered beyond it)."""
 
@@ -151,6 +155,10 @@ class ArchiveReplaced(ArchiveError):
 
 class DeadlineReached(SchemahubError):
     """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
+
+
+class Interrupted(DeadlineReached):
+    """The user asked the run to stop (Ctrl-C): it stops like at a deadline, landing or dropping whole objects."""
 
 
 class LeaseHeld(SchemahubError):

@@ -123,7 +123,8 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
 
 
 def compact_closed(store: ObjectStore, *, catalog=None, clock: Clock = SYSTEM_CLOCK, deadline: float | None = None,
-                   dry_run: bool = False, before=None, exchange: str | None = None, product_id: str | None = None):
+                   dry_run: bool = False, before=None, exchange: str | None = None, product_id: str | None = None,
+                   progress=None):
     """Compact every closed product-day (before today, UTC, by `clock`; or before `before`), then point the
     catalog's partitions at what readers read (schemahub.compact). Starts no new day after `deadline`
     (time.monotonic()): the rest is left for the next run, counted in the result's `pending`."""
@@ -131,4 +132,4 @@ def compact_closed(store: ObjectStore, *, catalog=None, clock: Clock = SYSTEM_CL
 
     before = before or clock.now().astimezone(timezone.utc).date()
     return compact(store, before=before, dry_run=dry_run, exchange=exchange, product_id=product_id,
-                   catalog=catalog, deadline=deadline)
+                   catalog=catalog, deadline=deadline, progress=progress)

@@ -154,7 +154,8 @@ class Transformer:
         done = {o.key for o in self.store.list(marker_prefix(prefix))}
         return [k for k in raw if marker_key(k) not in done], stray
 
-    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None) -> TransformResult:
+    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None,
+            progress=None) -> TransformResult:
         """Transform pending raw objects under prefix; stop starting new ones after deadline (time.monotonic()).
 
         One object's failure never stops the others: a damaged object is set aside (recorded under damaged/,
@@ -166,7 +167,9 @@ class Transformer:
             res.pending = keys
             return res
         marked_damaged = {raw_key_of_damaged(o.key) for o in self.store.list(damaged_prefix(prefix))}
-        for key in keys:
+        for done, key in enumerate(keys):
+            if progress is not None:  # progress(objects done, objects to do), for a person at a terminal
+                progress(done, len(keys))
             if deadline is not None and time.monotonic() > deadline:
                 res.pending.append(key)
                 continue

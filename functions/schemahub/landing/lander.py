@@ -29,10 +29,11 @@ Why it holds:
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from schemahub import rawobject
 from schemahub.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +41,7 @@ from schemahub.errors import (
     DamagedObject,
     DeadlineReached,
     ExchangeBanned,
+    Interrupted,
     InvalidCheckpoint,
     LeaseHeld,
     NotFound,
@@ -50,7 +52,7 @@ from schemahub.landing.checkpoint import Checkpoint, Checkpoints, repair_hint
 from schemahub.landing.checkpoint import iso as _iso
 from schemahub.landing.lease import Lease
 from schemahub.layout import RawKey, checkpoint_key, parse_raw_key, raw_key, raw_prefix
-from schemahub.sources.base import Chunk, Product, Source
+from schemahub.sources.base import Chunk, Product, Source, parse_time
 from schemahub.store.base import ObjectStore
 
 log = logging.getLogger("schemahub.landing")
@@ -71,6 +73,7 @@ class ProductResult:
     lo: int | None = None
     hi: int | None = None
     head: int | None = None
+    newest_us: int | None = None  # time of the newest trade landed (µs UTC), this run or before it
     message: str = ""
     plan: dict = field(default_factory=dict)
     # Page checks (sources/, see Chunk): ids the exchange confirmed missing, ids that went backwards, rows
@@ -237,6 +240,29 @@ class Lander:
         else:
             raise SchemahubError(f"{self.exchange}/{pid}: another run keeps landing the same keys; stopping")
         res.lo, res.hi = cp.lo, cp.hi
+        if res.newest_us is None and cp.hi > cp.lo and cp.last is not None:
+            res.newest_us = self._newest_landed(raw_key(self.exchange, pid, cp.last))
+
+    def _newest_landed(self, key: str) -> int | None:
+        """The newest trade time in the object at key (for the result line); None if it cannot be told."""
+        try:
+            _, lines = rawobject.decode(self.store.get(key).data, key)
+        except SchemahubError:
+            return None
+        return self._newest_us(lines, every=True)  # an object's pages may each run newest-first
+
+    def _newest_us(self, lines: list[bytes], every: bool = False) -> int | None:
+        """The newest trade time of a page: its first or last line (pages run oldest- or newest-first)."""
+        t = self.source.spec.source.trades
+        best = None
+        for line in lines if every else (lines[0], lines[-1]) if lines else ():
+            try:
+                ts = parse_time(json.loads(line)[t.time_field], t.time_format)
+            except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+                continue  # a line the page format does not describe (an archive's CSV row): no time to tell
+            us = (ts - _EPOCH) // _US
+            best = us if best is None else max(best, us)
+        return best
 
     def _recheck_archive(self, product: Product, res: ProductResult, deadline) -> None:
         """Report archive files landed recently whose checksum has changed since (replaced by the exchange)."""
@@ -359,6 +385,9 @@ class Lander:
                 if deadline is not None and self.clock.monotonic() + margin > deadline:
                     res.more_to_do = True
                     break
+                if self.clock.stopped:  # Ctrl-C: the objects fetched are landed, nothing more is fetched
+                    res.more_to_do, res.message = True, "interrupted; a rerun continues from here"
+                    break
                 first = False
                 lease.renew_if_due()
                 group = self._fetch_group(product, cursor, upper, head, res, deadline)
@@ -396,22 +425,32 @@ class Lander:
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
+        newest = None  # the newest trade time fetched (µs), page by page
         gaps: list[list[int]] = []  # confirmed gaps (inclusive id ranges), recorded in the header for the audit
         cursor, caught_up = start, False
         for n in range(self.source.spec.source.trades.pages_per_object):
             if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
                 break
+            if n and self.clock.stopped:
+                break  # Ctrl-C: land the pages fetched so far as one whole object
             t0 = self.clock.monotonic()
-            chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
+            try:
+                chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
+            except Interrupted:
+                if not n:
+                    raise
+                break  # the page in flight is dropped whole; the pages before it land
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
             gaps += [[a, b] for a, b in chunk.gaps]
+            t = self._newest_us(chunk.lines)
+            newest = t if newest is None or (t is not None and t > newest) else newest
             if caught_up or (upper is not None and cursor >= upper):
                 break
         # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
         header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests,
                               gaps) if cursor > start else None
-        return _Group(key, start, cursor, header, lines, caught_up)
+        return _Group(key, start, cursor, header, lines, caught_up, newest_us=newest)
 
     def _archive_group(self, product: Product, key: str, start: int, upper, head: int, res: ProductResult, deadline):
         """The next object cut from an archive file (verified, ids contiguous from start + 1), or None: REST."""
@@ -439,8 +478,9 @@ class Lander:
             spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
             spans[1] = chunk.max_id if spans[1] is None else max(spans[1], chunk.max_id)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end,
-                          head if self.source.counts_trades else None)
+            # (exchange, product, trades, cursor, head, whether head - cursor counts trades or is a time span)
+            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end, head,
+                          self.source.counts_trades)
         return chunk.end, chunk.caught_up
 
     def _existing_end(self, key: str, start: int) -> int | None:
@@ -471,6 +511,10 @@ class Lander:
         )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
 @dataclass
 class _Group:
     """One raw object's worth of fetched pages, or (header None, lines None) an object already landed."""
@@ -482,6 +526,7 @@ class _Group:
     lines: list[bytes] | None = None
     caught_up: bool = False
     archive: bool = False  # cut from an archive file
+    newest_us: int | None = None
 
 
 class _ChainDiverged(SchemahubError):
@@ -530,6 +575,8 @@ class _Writer:
                 res.objects += 1
                 res.trades += len(g.lines)
                 res.archive_objects += g.archive
+                if g.newest_us is not None:
+                    res.newest_us = max(res.newest_us or g.newest_us, g.newest_us)
             except PreconditionFailed:
                 existing = lander._existing_end(g.key, g.start)
                 res.adopted += 1
