@@ -78,7 +78,7 @@ class Lake:
 
             con = connect(self.store)
             con.execute("SET enable_progress_bar = false")  # DuckDB would draw it on stdout, inside the results
-            register(con)
+            register(con, self.mappings)
             self._con = con
         return self._con
 
