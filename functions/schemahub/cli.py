@@ -630,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("serve", parents=[common], help="a live status page on http://127.0.0.1:PORT (and its JSON)")
-    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=_positive["--port"], default=8000,
+                   help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     s.add_argument("--fresh", type=float, default=900, help="seconds a last trade counts as fresh (default 900)")
     s.add_argument("--stale", type=float, default=7200, help="seconds after which it is stale (default 7200)")
     s.set_defaults(func=cmd_serve)
