@@ -140,6 +140,25 @@ class Lake:
             schema = schema.append(pa.field(name, pa.array([r.get(name) for r in rows]).type))
         return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
 
+    def empty_hint(self) -> str | None:
+        """For a local folder without a table yet: '0 rows: no data under ./data — did you mean --storage
+        demo-data?' when a folder beside it (or ./demo-data, ./data) has one, else how to land some; None when
+        the table has files (or for S3)."""
+        from schemahub.compact import read_layout
+
+        if self.location.startswith("s3://") or read_layout(self.store).keys():
+            return None
+        here = os.path.abspath(self.location)
+        near = [os.path.join(os.path.dirname(here), e.name) for e in _scan(os.path.dirname(here)) if e.is_dir()]
+        near += [os.path.abspath(name) for name in ("demo-data", "data")]
+        found = sorted({d for d in near if d != here and _has_table(d)},
+                       key=lambda d: (os.path.basename(d) != "demo-data", d))
+        if found:
+            rel = os.path.relpath(found[0])
+            return f"0 rows: no data under {self.location} — did you mean --storage {rel if '..' not in rel else found[0]}?"
+        return (f"0 rows: no data under {self.location} yet: `schemahub run --storage {self.location}` lands some "
+                "(or `schemahub demo` for offline data in ./demo-data)")
+
     # ------------------------------------------------------------------ names
 
     def _market(self, exchange: str | None, product: str | None) -> tuple[str | None, str | None]:
@@ -170,6 +189,19 @@ class Lake:
 
     def _distinct(self, column: str) -> set[str]:
         return {r[0] for r in self.connection.execute(f"SELECT DISTINCT {column} FROM trades").fetchall()}
+
+
+def _scan(folder: str, limit: int = 500) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return [e for _, e in zip(range(limit), it, strict=False)]
+    except OSError:
+        return []
+
+
+def _has_table(folder: str) -> bool:
+    """A schemahub folder with table files: curated/ or compacted/ holding something."""
+    return any(_scan(os.path.join(folder, sub), 1) for sub in ("curated", "compacted"))
 
 
 def quarantined_rows(store) -> dict[tuple[str, str], int]:

@@ -108,6 +108,13 @@ def write(reader, fmt: str, output: str | None = None) -> int:
         return _WRITERS[fmt](reader, f)
 
 
+def render(reader, fmt: str, out) -> int:
+    """Write every batch as table, csv or json to the text stream `out` (a frame of `stats --watch`)."""
+    if fmt == "parquet":
+        raise UsageError("parquet is binary: it cannot be shown as text")
+    return _WRITERS[fmt](reader, _TextSink(out) if fmt == "csv" else out)
+
+
 def _to_stdout(reader, fmt: str) -> int:
     binary = getattr(sys.stdout, "buffer", None)
     if fmt in ("parquet", "csv") and binary is not None:
