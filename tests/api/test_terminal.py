@@ -114,7 +114,7 @@ def test_stats_watch_redraws_in_place_on_a_terminal_until_ctrl_c(lake):
     assert re.fullmatch(rf"schemahub stats: {re.escape(str(lake))}, every 0\.2 s, "
                         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(Ctrl-C stops\)", lines[0]), lines[0]
     assert lines[2].split()[:3] == ["exchange", "product_id", "rows"]
-    assert lines[4].split()[:3] == ["coinbase", "BTC-USD", "3"] and lines[5].split()[:4] == ["total", "1", "products",
+    assert lines[4].split()[:3] == ["coinbase", "BTC-USD", "3"] and lines[5].split()[:4] == ["total", "1", "product",
                                                                                              "3"]
 
 
