@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemahub.candles import CANDLES, candles_sql, interval_us, register
+from schemahub.candles import CANDLES, candles_sql, interval_us, overflow_message, register
 from schemahub.errors import QueryError, UsageError
 from schemahub.table import TIMESTAMP, TRADES
 
@@ -121,7 +121,14 @@ class Lake:
         interval_us(interval)
         ex, pid = self._market(exchange, product)
         lo, hi = _window(start, end)
-        return self._table(candles_sql(interval, exchange=ex, product_id=pid, start=lo, stop=hi), CANDLES)
+        try:
+            return self._table(candles_sql(interval, exchange=ex, product_id=pid, start=lo, stop=hi), CANDLES)
+        except QueryError as e:
+            said = "Overflow" in str(e) and overflow_message(self.connection, interval, exchange=ex, product_id=pid,
+                                                             start=lo, stop=hi)
+            if said:
+                raise QueryError(said) from None
+            raise
 
     def stats(self) -> pa.Table:
         """One row per exchange and product: rows, first/last trade, freshness, bytes (schemahub.query.stats) and

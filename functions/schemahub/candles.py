@@ -9,7 +9,9 @@ One row per exchange, product and interval that has at least one trade (an inter
 - ``high`` / ``low``: the highest / lowest price.
 - ``volume``: Σ size (base asset), exact. ``quote_volume``: Σ price·size, exact, as DECIMAL(38,20) (QUOTE_SCALE:
   18 integer digits). A bar whose sum needs more than 20 decimal places (a 12-place price times a 12-place size)
-  or reaches 1e18 is an error naming the bar, never a rounded or wrapped value; one trade may be worth < 1e14.
+  or reaches 1e18 is an error naming the bar, never a rounded or wrapped value. The sum is exact per minute first
+  (DuckDB's DECIMAL(38,24)): a minute of one product worth 1e14 or more stops the query with an overflow, which
+  Lake.candles names (overflow_message).
 - ``trades``: the number of trades.
 - ``buy_volume`` / ``sell_volume``: Σ size of trades whose taker bought / sold; ``unknown`` sides count in neither.
 - ``complete``: true when the landed data covers the whole interval, i.e. all of:
@@ -61,20 +63,22 @@ _BUCKET = f"epoch_us(p.trade_time) // ({_STEP})::BIGINT * ({_STEP})::BIGINT"
 _BAR = ("bars.c_ex || ' ' || bars.c_pid || ' ' || interval || ' bar ' || "
         "strftime(make_timestamptz(bars.b), '%Y-%m-%dT%H:%M:%SZ')")
 _QUOTE = (
-    "CASE WHEN bars.q_int + CAST(floor(bars.q_frac) AS HUGEINT) >= CAST(10 AS HUGEINT) ** " + str(_QUOTE_INT_DIGITS)
+    "CASE WHEN quotes.q_int + CAST(floor(quotes.q_frac) AS HUGEINT) >= CAST(10 AS HUGEINT) ** " + str(_QUOTE_INT_DIGITS)
     + " THEN error('candles: quote_volume of ' || " + _BAR + " || ' does not fit DECIMAL(38," + str(QUOTE_SCALE)
     + ") (1e" + str(_QUOTE_INT_DIGITS) + " or more): query sum(price * size) over shorter spans')"
-    + " WHEN bars.q_frac <> CAST(bars.q_frac AS DECIMAL(38, " + str(QUOTE_SCALE) + "))"
+    + " WHEN quotes.q_frac <> CAST(quotes.q_frac AS DECIMAL(38, " + str(QUOTE_SCALE) + "))"
     + " THEN error('candles: quote_volume of ' || " + _BAR + " || ' has more than " + str(QUOTE_SCALE)
     + " decimal places (price and size places add up): query sum(price * size) for it')"
-    + " ELSE CAST(bars.q_int AS DECIMAL(38, " + str(QUOTE_SCALE) + ")) + CAST(bars.q_frac AS DECIMAL(38, "
+    + " ELSE CAST(quotes.q_int AS DECIMAL(38, " + str(QUOTE_SCALE) + ")) + CAST(quotes.q_frac AS DECIMAL(38, "
     + str(QUOTE_SCALE) + ")) END")
 
 # The body qualifies every column, and no parameter is named like a column: parameters shadow columns, and DuckDB
 # rejects the clash outright when `trades` is a view over a registered Arrow table (an empty or S3 lake).
 #
-# quote_volume: each price·size is DECIMAL(38,24) (exact; one trade may be worth up to 1e14), summed as its integer
-# part (HUGEINT) and its fraction (each < 1), which cannot overflow; _QUOTE then checks the sum fits the column.
+# quote_volume: price·size is DECIMAL(38,24), exact, summed per minute (`minutes`: DuckDB's fast decimal sum; a
+# minute of one product may be worth up to 1e14, beyond which DuckDB's own overflow error stops the query), then
+# per bar as the minutes' integer parts (HUGEINT) and fractions (each < 1), which cannot overflow (`quotes`);
+# _QUOTE checks the bar's sum fits the column. Every interval is whole minutes aligned to the epoch, so minutes nest.
 # Holes: per bar over all the product's rows (not just the window's), the lowest and highest numeric trade id and
 # how many it holds (the view holds a trade id once); a bar misses ids inside it, or between it and its
 # neighbouring bar with trades.
@@ -102,12 +106,23 @@ holed AS (
   FROM spans s
   WINDOW w AS (PARTITION BY s.c_ex, s.c_pid ORDER BY s.b)
 ),
+minutes AS (
+  SELECT p.c_ex, p.c_pid, epoch_us(p.trade_time) // 60000000 * 60000000 AS m, sum(p.price * p.size) AS q
+  FROM picked p
+  WHERE (start IS NULL OR p.trade_time >= CAST(start AS TIMESTAMPTZ))
+    AND (stop IS NULL OR p.trade_time < CAST(stop AS TIMESTAMPTZ))
+  GROUP BY p.c_ex, p.c_pid, m
+),
+quotes AS (
+  SELECT q.c_ex, q.c_pid, q.m // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b,
+         sum(CAST(floor(q.q) AS HUGEINT)) AS q_int, sum(q.q - floor(q.q)) AS q_frac
+  FROM minutes q GROUP BY q.c_ex, q.c_pid, b
+),
 bars AS (
   SELECT p.c_ex, p.c_pid, {_BUCKET} AS b,
          first(p.price ORDER BY {_ORDER}) AS open, max(p.price) AS high, min(p.price) AS low,
          last(p.price ORDER BY {_ORDER}) AS close,
-         sum(p.size) AS volume, sum(CAST(floor(p.price * p.size) AS HUGEINT)) AS q_int,
-         sum(p.price * p.size - floor(p.price * p.size)) AS q_frac, count(*) AS trades,
+         sum(p.size) AS volume, count(*) AS trades,
          coalesce(sum(p.size) FILTER (WHERE p.side = 'buy'), 0) AS buy_volume,
          coalesce(sum(p.size) FILTER (WHERE p.side = 'sell'), 0) AS sell_volume
   FROM picked p
@@ -121,6 +136,7 @@ SELECT bars.c_ex AS exchange, bars.c_pid AS product_id, make_timestamptz(bars.b)
        (cover.lo < make_timestamptz(bars.b) AND make_timestamptz(bars.b + ({_STEP})::BIGINT) <= cover.hi
         AND NOT coalesce(holed.missing, false)) AS complete
 FROM bars JOIN cover ON cover.c_ex = bars.c_ex AND cover.c_pid = bars.c_pid
+JOIN quotes ON quotes.c_ex = bars.c_ex AND quotes.c_pid = bars.c_pid AND quotes.b = bars.b
 LEFT JOIN holed ON holed.c_ex = bars.c_ex AND holed.c_pid = bars.c_pid AND holed.b = bars.b
 ORDER BY 1, 2, 3
 """
@@ -172,3 +188,39 @@ def candles_sql(interval: str, *, exchange: str | None = None, product_id: str |
 
 def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def overflow_message(con, interval: str, *, exchange: str | None = None, product_id: str | None = None,
+                     start: str | None = None, stop: str | None = None) -> str | None:
+    """After DuckDB stopped a candles query on an overflow: one line naming the bar that holds a minute (or a trade)
+    worth too much for an exact DECIMAL(38,24) sum (found with floats, only to name it), or None if none does."""
+    step = interval_us(interval)
+    terms, params = [], []
+    for cond, value in (("exchange = ?", exchange), ("product_id = ?", product_id),
+                        ("trade_time >= CAST(? AS TIMESTAMPTZ)", start), ("trade_time < CAST(? AS TIMESTAMPTZ)", stop)):
+        if value is not None:
+            terms.append(cond)
+            params.append(value)
+    import duckdb
+
+    try:
+        row = con.cursor().execute(
+            "SELECT exchange, product_id, epoch_us(trade_time) // 60000000 * 60000000 AS m, "
+            "sum(CAST(price AS DOUBLE) * CAST(size AS DOUBLE)) AS q FROM trades"
+            + (" WHERE " + " AND ".join(terms) if terms else "")
+            + " GROUP BY ALL HAVING abs(q) >= 1e14 ORDER BY q DESC LIMIT 1", params).fetchone()
+    except duckdb.Error:  # a lake whose table is registered on the first connection only (S3)
+        return None
+    if row is None:
+        return None
+    ex, pid, minute, q = row
+    bar = minute // step * step
+
+    def iso(us: int) -> str:
+        from datetime import datetime, timezone
+
+        return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return (f"candles: quote_volume of {ex} {pid} {interval} bar {iso(bar)}: the minute {iso(minute)} is worth about "
+            f"{q:.3g} quote units, more than an exact sum holds (1e14 a minute): query "
+            "sum(price * size) for it per second")

@@ -95,13 +95,13 @@ def test_the_same_trades_without_holes_are_complete_inside(tmp_path):
 # ------------------------------------------------------------------ quote volume: exact, and never wrapped
 
 def test_quote_volume_is_exact_far_above_1e14(tmp_path):
-    """A 1-minute BTC-IDR bar: prices around 1.5e9, 1e5 BTC in a minute -> Σ price·size ~ 1.5e14, more than the
+    """A 1-hour BTC-IDR bar: prices around 1.5e9, 1e5 BTC in two minutes -> Σ price·size ~ 1.5e14, more than the
     14 integer digits a DECIMAL(38,24) holds; every decimal place of the inputs is kept."""
     trades = [_line(1, _t("12:00:01"), "1500000000.12345678", "60000.12345678"),
-              _line(2, _t("12:00:02"), "1500000001.00000001", "40000.00000001"),
-              _line(3, _t("12:00:03"), "0.000000000001", "0.00000001")]  # 20 places: the finest the column keeps
+              _line(2, _t("12:01:02"), "1500000001.00000001", "40000.00000001"),
+              _line(3, _t("12:02:03"), "0.000000000001", "0.00000001")]  # 20 places: the finest the column keeps
     lake = _lake(tmp_path, [("BTC-IDR", trades, 0, 3)])
-    [bar] = lake.candles("1m", exchange="coinbase", product="BTC-IDR").to_pylist()
+    [bar] = lake.candles("1h", exchange="coinbase", product="BTC-IDR").to_pylist()
     with localcontext() as ctx:
         ctx.prec = 80
         want = (Decimal("1500000000.12345678") * Decimal("60000.12345678")
@@ -114,21 +114,29 @@ def test_quote_volume_is_exact_far_above_1e14(tmp_path):
     assert qv == want
 
 
-@pytest.mark.parametrize("n", [10_101, 10_102])
-def test_a_quote_volume_beyond_the_column_fails_naming_the_bar(tmp_path, n):
-    """n trades worth 9.9e13 each (each fits a DECIMAL(38,24) product) in one minute: 10,101 of them sum to
-    999,999,000,000,000,000 (just below 1e18) and are exact; 10,102 reach 1,000,098,000,000,000,000, which DECIMAL(38,20) cannot
-    hold: an error naming the bar, never a wrapped or rounded value."""
-    trades = [_line(i, _t(f"12:00:{i % 60:02d}"), "99000000000", "1000") for i in range(1, n + 1)]
-    trades.append(_line(n + 1, _t("12:01:00"), "1", "1"))
-    lake = _lake(tmp_path, [("BTC-IDR", trades, 0, n + 1)])
-    if n == 10_101:
-        [bar, _] = lake.candles("1m", exchange="coinbase", product="BTC-IDR").to_pylist()
-        assert bar["quote_volume"] == Decimal("999999000000000000") and bar["trades"] == n
-        return
-    with pytest.raises(QueryError, match=r"quote_volume of coinbase BTC-IDR 1m bar 2026-11-30T12:00:00Z "
-                                         r"does not fit DECIMAL\(38,20\)"):
-        lake.candles("1m", exchange="coinbase", product="BTC-IDR")
+def test_a_day_of_big_minutes_is_exact_far_beyond_1e14(tmp_path):
+    """1,000 minutes with one trade worth 9.9e13 each: the 1d bar sums 9.9e16 exactly (the old DECIMAL(38,24) sum
+    stopped at 1e14), and each 1m bar is 9.9e13."""
+    trades = [_line(i, f"2026-11-30T{i // 60:02d}:{i % 60:02d}:30Z", "99000000000.000000000001", "1000")
+              for i in range(1, 1001)]
+    lake = _lake(tmp_path, [("BTC-IDR", trades, 0, 1000)])
+    [day] = lake.candles("1d", exchange="coinbase", product="BTC-IDR").to_pylist()
+    assert day["quote_volume"] == Decimal("99000000000000000.000001") and day["trades"] == 1000
+    minutes = lake.candles("1m", exchange="coinbase", product="BTC-IDR").column("quote_volume").to_pylist()
+    assert minutes == [Decimal("99000000000000.000000001")] * 1000
+
+
+def test_a_minute_worth_more_than_an_exact_sum_holds_fails_naming_the_bar(tmp_path):
+    """Two trades worth 9.9e13 in one minute (1.98e14): DuckDB's exact sum stops at 1e14. The error names the
+    bar and the minute, never a wrapped, rounded or float value."""
+    trades = [_line(1, _t("11:00:00"), "1", "1"), _line(2, _t("12:34:01"), "99000000000", "1000"),
+              _line(3, _t("12:34:02"), "99000000000", "1000"), _line(4, _t("13:00:00"), "1", "1")]
+    lake = _lake(tmp_path, [("BTC-IDR", trades, 0, 4)])
+    for interval, bar in (("1m", "2026-11-30T12:34:00Z"), ("1h", "2026-11-30T12:00:00Z")):
+        with pytest.raises(QueryError, match=rf"^candles: quote_volume of coinbase BTC-IDR {interval} bar {bar}: "
+                                             r"the minute 2026-11-30T12:34:00Z is worth about 1.98e\+14 quote units"):
+            lake.candles(interval, exchange="coinbase", product="BTC-IDR")
+    assert lake.candles("1m", exchange="coinbase", end=_t("12:00:00")).num_rows == 1  # the rest still reads
 
 
 def test_a_quote_volume_with_more_places_than_the_column_fails_naming_the_bar(tmp_path):
