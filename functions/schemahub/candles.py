@@ -59,29 +59,32 @@ _STEP = "CASE interval " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in INTERVALS
     " ELSE error('candles: unknown interval ''' || interval || ''' (use " + ", ".join(INTERVALS) + ")') END")
 
 _ORDER = "p.trade_time, p.nid NULLS LAST, p.trade_id"
-_BUCKET = f"epoch_us(p.trade_time) // ({_STEP})::BIGINT * ({_STEP})::BIGINT"
+_INSIDE = ("((start IS NULL OR p.trade_time >= CAST(start AS TIMESTAMPTZ)) "
+           "AND (stop IS NULL OR p.trade_time < CAST(stop AS TIMESTAMPTZ)))")
 _BAR = ("bars.c_ex || ' ' || bars.c_pid || ' ' || interval || ' bar ' || "
         "strftime(make_timestamptz(bars.b), '%Y-%m-%dT%H:%M:%SZ')")
 _QUOTE = (
-    "CASE WHEN quotes.q_int + CAST(floor(quotes.q_frac) AS HUGEINT) >= CAST(10 AS HUGEINT) ** " + str(_QUOTE_INT_DIGITS)
+    "CASE WHEN bars.q_int + CAST(floor(bars.q_frac) AS HUGEINT) >= CAST(10 AS HUGEINT) ** " + str(_QUOTE_INT_DIGITS)
     + " THEN error('candles: quote_volume of ' || " + _BAR + " || ' does not fit DECIMAL(38," + str(QUOTE_SCALE)
     + ") (1e" + str(_QUOTE_INT_DIGITS) + " or more): query sum(price * size) over shorter spans')"
-    + " WHEN quotes.q_frac <> CAST(quotes.q_frac AS DECIMAL(38, " + str(QUOTE_SCALE) + "))"
+    + " WHEN bars.q_frac <> CAST(bars.q_frac AS DECIMAL(38, " + str(QUOTE_SCALE) + "))"
     + " THEN error('candles: quote_volume of ' || " + _BAR + " || ' has more than " + str(QUOTE_SCALE)
     + " decimal places (price and size places add up): query sum(price * size) for it')"
-    + " ELSE CAST(quotes.q_int AS DECIMAL(38, " + str(QUOTE_SCALE) + ")) + CAST(quotes.q_frac AS DECIMAL(38, "
+    + " ELSE CAST(bars.q_int AS DECIMAL(38, " + str(QUOTE_SCALE) + ")) + CAST(bars.q_frac AS DECIMAL(38, "
     + str(QUOTE_SCALE) + ")) END")
 
 # The body qualifies every column, and no parameter is named like a column: parameters shadow columns, and DuckDB
 # rejects the clash outright when `trades` is a view over a registered Arrow table (an empty or S3 lake).
 #
-# quote_volume: price·size is DECIMAL(38,24), exact, summed per minute (`minutes`: DuckDB's fast decimal sum; a
-# minute of one product may be worth up to 1e14, beyond which DuckDB's own overflow error stops the query), then
-# per bar as the minutes' integer parts (HUGEINT) and fractions (each < 1), which cannot overflow (`quotes`);
-# _QUOTE checks the bar's sum fits the column. Every interval is whole minutes aligned to the epoch, so minutes nest.
-# Holes: per bar over all the product's rows (not just the window's), the lowest and highest numeric trade id and
-# how many it holds (the view holds a trade id once); a bar misses ids inside it, or between it and its
-# neighbouring bar with trades.
+# One pass over the rows builds `mins`: per product and minute (every interval is whole minutes aligned to the
+# epoch, so minutes nest in bars), split by whether the rows are inside [start, stop). Bars aggregate the inside
+# minutes; the coverage and the holes look at every minute, so a hole just before the window still counts
+# (price·size is summed inside only: a minute outside the window never stops the query).
+# quote_volume: price·size is DECIMAL(38,24), exact, summed per minute (DuckDB's fast decimal sum; a minute of one
+# product may be worth up to 1e14, beyond which DuckDB's own overflow error stops the query), then per bar as the
+# minutes' integer parts (HUGEINT) and fractions (each < 1), which cannot overflow; _QUOTE checks the bar's sum fits
+# the column. Holes: per bar, the lowest and highest numeric trade id and how many it holds (the view holds a
+# trade id once); a bar misses ids inside it, or between it and its neighbouring bar with trades.
 MACRO = f"""
 CREATE OR REPLACE MACRO candles(interval, ex := NULL, product := NULL, start := NULL, stop := NULL) AS TABLE
 WITH picked AS (
@@ -90,13 +93,26 @@ WITH picked AS (
   FROM trades t
   WHERE (ex IS NULL OR t.exchange = ex) AND (product IS NULL OR t.product_id = product)
 ),
+mins AS (
+  SELECT p.c_ex, p.c_pid, epoch_us(p.trade_time) // 60000000 * 60000000 AS m,
+         {_INSIDE} AS inside,
+         first(p.price ORDER BY {_ORDER}) AS open, last(p.price ORDER BY {_ORDER}) AS close,
+         max(p.price) AS high, min(p.price) AS low, sum(p.size) AS volume, sum(p.price * p.size) FILTER (WHERE {_INSIDE}) AS q,
+         count(*) AS trades, coalesce(sum(p.size) FILTER (WHERE p.side = 'buy'), 0) AS buy_volume,
+         coalesce(sum(p.size) FILTER (WHERE p.side = 'sell'), 0) AS sell_volume,
+         min(p.nid) AS lo_id, max(p.nid) AS hi_id, count(p.nid) AS n_ids,
+         min(p.trade_time) AS first_t, max(p.trade_time) AS last_t
+  FROM picked p
+  GROUP BY p.c_ex, p.c_pid, m, inside
+),
 cover AS (
-  SELECT c.c_ex, c.c_pid, min(c.trade_time) AS lo, max(c.trade_time) AS hi FROM picked c GROUP BY c.c_ex, c.c_pid
+  SELECT c.c_ex, c.c_pid, min(c.first_t) AS lo, max(c.last_t) AS hi FROM mins c GROUP BY c.c_ex, c.c_pid
 ),
 spans AS (
-  SELECT p.c_ex, p.c_pid, {_BUCKET} AS b, min(p.nid) AS lo_id, max(p.nid) AS hi_id, count(p.nid) AS n_ids
-  FROM picked p WHERE p.c_ex IN (SELECT e.exchange FROM candle_contiguous_ids e) AND p.nid IS NOT NULL
-  GROUP BY p.c_ex, p.c_pid, b
+  SELECT s.c_ex, s.c_pid, s.m // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b, min(s.lo_id) AS lo_id,
+         max(s.hi_id) AS hi_id, sum(s.n_ids) AS n_ids
+  FROM mins s WHERE s.c_ex IN (SELECT e.exchange FROM candle_contiguous_ids e) AND s.n_ids > 0
+  GROUP BY s.c_ex, s.c_pid, b
 ),
 holed AS (
   SELECT s.c_ex, s.c_pid, s.b,
@@ -106,37 +122,20 @@ holed AS (
   FROM spans s
   WINDOW w AS (PARTITION BY s.c_ex, s.c_pid ORDER BY s.b)
 ),
-minutes AS (
-  SELECT p.c_ex, p.c_pid, epoch_us(p.trade_time) // 60000000 * 60000000 AS m, sum(p.price * p.size) AS q
-  FROM picked p
-  WHERE (start IS NULL OR p.trade_time >= CAST(start AS TIMESTAMPTZ))
-    AND (stop IS NULL OR p.trade_time < CAST(stop AS TIMESTAMPTZ))
-  GROUP BY p.c_ex, p.c_pid, m
-),
-quotes AS (
-  SELECT q.c_ex, q.c_pid, q.m // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b,
-         sum(CAST(floor(q.q) AS HUGEINT)) AS q_int, sum(q.q - floor(q.q)) AS q_frac
-  FROM minutes q GROUP BY q.c_ex, q.c_pid, b
-),
 bars AS (
-  SELECT p.c_ex, p.c_pid, {_BUCKET} AS b,
-         first(p.price ORDER BY {_ORDER}) AS open, max(p.price) AS high, min(p.price) AS low,
-         last(p.price ORDER BY {_ORDER}) AS close,
-         sum(p.size) AS volume, count(*) AS trades,
-         coalesce(sum(p.size) FILTER (WHERE p.side = 'buy'), 0) AS buy_volume,
-         coalesce(sum(p.size) FILTER (WHERE p.side = 'sell'), 0) AS sell_volume
-  FROM picked p
-  WHERE (start IS NULL OR p.trade_time >= CAST(start AS TIMESTAMPTZ))
-    AND (stop IS NULL OR p.trade_time < CAST(stop AS TIMESTAMPTZ))
-  GROUP BY p.c_ex, p.c_pid, b
+  SELECT n.c_ex, n.c_pid, n.m // ({_STEP})::BIGINT * ({_STEP})::BIGINT AS b,
+         first(n.open ORDER BY n.m) AS open, max(n.high) AS high, min(n.low) AS low, last(n.close ORDER BY n.m) AS close,
+         sum(n.volume) AS volume, sum(CAST(floor(n.q) AS HUGEINT)) AS q_int, sum(n.q - floor(n.q)) AS q_frac,
+         sum(n.trades) AS trades, sum(n.buy_volume) AS buy_volume, sum(n.sell_volume) AS sell_volume
+  FROM mins n WHERE n.inside
+  GROUP BY n.c_ex, n.c_pid, b
 )
 SELECT bars.c_ex AS exchange, bars.c_pid AS product_id, make_timestamptz(bars.b) AS interval_start,
-       bars.open, bars.high, bars.low, bars.close, bars.volume, {_QUOTE} AS quote_volume, bars.trades,
+       bars.open, bars.high, bars.low, bars.close, bars.volume, {_QUOTE} AS quote_volume, CAST(bars.trades AS BIGINT) AS trades,
        CAST(bars.buy_volume AS DECIMAL(38, 12)) AS buy_volume, CAST(bars.sell_volume AS DECIMAL(38, 12)) AS sell_volume,
        (cover.lo < make_timestamptz(bars.b) AND make_timestamptz(bars.b + ({_STEP})::BIGINT) <= cover.hi
         AND NOT coalesce(holed.missing, false)) AS complete
 FROM bars JOIN cover ON cover.c_ex = bars.c_ex AND cover.c_pid = bars.c_pid
-JOIN quotes ON quotes.c_ex = bars.c_ex AND quotes.c_pid = bars.c_pid AND quotes.b = bars.b
 LEFT JOIN holed ON holed.c_ex = bars.c_ex AND holed.c_pid = bars.c_pid AND holed.b = bars.b
 ORDER BY 1, 2, 3
 """
