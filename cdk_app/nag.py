@@ -13,6 +13,8 @@ _PREFIXES = {
     "curated": "transform writes Parquet files under Hive partitions",
     "quarantine": "transform writes rejected rows per raw object",
     "bans": "ingest reads and records one ban object per exchange",
+    "compacted": "the audit reads each compacted day's copy and manifest",
+    "audit": "the audit writes one report per product-day",
 }
 
 ACKNOWLEDGED = {

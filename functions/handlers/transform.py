@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handlers.common import exchange_metric, logger, storage
-from schemahub.layout import parse_raw_key
+from schemahub.layout import parse_source_key
 from schemahub.pipeline import transform_key
 from schemahub.store import open_store
 from schemahub.transform import Transformer
@@ -39,7 +39,7 @@ def raw_keys(record: SQSRecord, prefix: str) -> list[str]:
     for rec in record.decoded_nested_s3_event.records:
         key = unquote_plus(rec.s3.get_object.key)
         key = key.removeprefix(prefix)
-        if parse_raw_key(key) is not None:
+        if parse_source_key(key) is not None:
             out.append(key)
     return out
 
@@ -51,7 +51,7 @@ def record_handler(record: SQSRecord) -> None:
         if res is None:
             logger.info("already transformed", extra={"raw_key": key})  # a duplicate delivery changes nothing
             continue
-        parts = parse_raw_key(key)
+        parts = parse_source_key(key)
         exchange_metric("RowsTransformed", res.rows, MetricUnit.Count, parts.exchange)
         exchange_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, parts.exchange)
         freshness = None

@@ -59,6 +59,15 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--before {text!r} is not a date like 2026-11-28") from None
 
 
+def _day_of(option: str):
+    def parse(text: str) -> date:
+        try:
+            return date.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a date like 2026-11-28") from None
+    return parse
+
+
 def _code(text: str) -> str:
     if not PRODUCT_ID.match(f"{text.strip().upper()}-X"):
         raise argparse.ArgumentTypeError(f"--quote {text!r} is not an asset code (letters and digits, e.g. USD)")
@@ -656,6 +665,56 @@ def cmd_repair_checkpoint(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    """Per product and UTC day: rows, ids, holes classified; reports under audit/. Exit 0 only if all is explained."""
+    import json
+
+    import pyarrow as pa
+
+    from schemahub import audit as au
+    from schemahub import pipeline
+    from schemahub.ingest import make_source
+    from schemahub.output import write
+    from schemahub.store import open_store
+
+    store = open_store(args.storage)
+    known = _known(args)
+    exchange, product = _table_product(args, store, known)
+    urls = _base_urls(args.base_url, known)
+    for opt in ("start", "end"):
+        v = getattr(args, opt)
+        setattr(args, opt, v.isoformat() if v else None)
+    res = pipeline.audit(store, audited_at=au.now_iso(), exchange=exchange, product_id=product, start=args.start,
+                         end=args.end, repair=args.repair, mappings_dir=args.mappings,
+                         source_for=lambda ex: make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings))
+    if args.format == "json":
+        print(json.dumps(res.to_dict(), sort_keys=True, indent=1, default=str))
+        return res.exit_code
+    cols = ["exchange", "product_id", "date", "rows", "first_id", "last_id", "first_time", "last_time", "raw_lines",
+            "quarantined", "raw_duplicates", "duplicates", "parts_rows", "compacted_rows", "ids_expected", "coverage"]
+    rows = [{c: d.get(c) for c in cols} | {"holes": ", ".join(f"{h['from']}..{h['to']} {h['class']}" for h in d["holes"]),
+                                           "ok": "ok" if d["ok"] else "FAIL"} for p in res.products for d in p.days]
+    if rows:
+        table = pa.Table.from_pylist([{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows])
+        write(table.to_reader(), "table")
+    for p in res.products:
+        for line in p.damaged:
+            print(f"{p.exchange}/{p.product_id}: unreadable: {line}")
+        if p.error:
+            print(f"{p.exchange}/{p.product_id}: not audited: {p.error}")
+    for r in res.repairs:
+        print(f"repair {r['exchange']}/{r['product_id']} ids {r.get('from')}..{r.get('to')}: {r['status']}"
+              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else ""))
+    total = {c: sum(p.missing[c] for p in res.products) for c in au.CLASSES}
+    dups = sum(p.duplicates for p in res.products)
+    print(f"audited {len(res.products)} product(s), {sum(len(p.days) for p in res.products)} day(s); missing ids: "
+          + ", ".join(f"{total[c]:,} {c}" for c in au.CLASSES) + f"; duplicates {dups:,}; "
+          + ("all explained" if res.exit_code == 0 else
+             "LOST rows (landed in raw, missing from the table): a bug, please report it" if res.exit_code == au.EXIT_LOST
+             else "unexplained holes or duplicates: `schemahub audit --repair` asks the exchange for the holes"))
+    return res.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--storage", type=_arg(settings.storage_location), help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
@@ -725,6 +784,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", required=True, help="unified product id (BTC-USD)")
     s.add_argument("--dry-run", action="store_true", help="write nothing; print the checkpoint it would write")
     s.set_defaults(func=cmd_repair_checkpoint)
+
+    s = sub.add_parser("audit", parents=[common], help="prove completeness per product-day: holes classified, duplicates")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
+    s.add_argument("--start", type=_day_of("--start"), help="first UTC day to report, YYYY-MM-DD")
+    s.add_argument("--end", type=_day_of("--end"), help="last UTC day to report, YYYY-MM-DD")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--repair", action="store_true", help="ask the exchange again for unexplained holes; land them once")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("demo", parents=[common], help="offline: simulators -> run -> stats and queries, in ./demo-data")
     s.add_argument("--since", type=_since, help="first trade time to land (default: each mapping's first_run_lookback)")

@@ -369,6 +369,7 @@ class Lander:
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
+        gaps: list[list[int]] = []  # confirmed gaps (inclusive id ranges), recorded in the header for the audit
         cursor, caught_up = start, False
         for n in range(self.source.spec.source.trades.pages_per_object):
             if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
@@ -377,10 +378,12 @@ class Lander:
             chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
+            gaps += [[a, b] for a, b in chunk.gaps]
             if caught_up or (upper is not None and cursor >= upper):
                 break
         # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
-        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if cursor > start else None
+        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests,
+                              gaps) if cursor > start else None
         return _Group(key, start, cursor, header, lines, caught_up)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
@@ -414,11 +417,14 @@ class Lander:
                                      "(the next run fetches its range again)") from None
         return h.end
 
-    def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str]) -> dict:
+    def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str],
+                gaps: list | None = None) -> dict:
+        # `gaps`: ids in (start, end] the exchange confirmed it never served (`schemahub audit` reads them).
+        extra = {"gaps": sorted(gaps)} if gaps else {}
         return rawobject.make_header(
             exchange=self.exchange, product_id=product.product_id, symbol=product.symbol, base=product.base,
             quote=product.quote, start=start, end=end, count=count, min_id=min_id, max_id=max_id,
-            fetched_at=_iso(self.clock.now()), requests=requests,
+            fetched_at=_iso(self.clock.now()), requests=requests, **extra,
         )
 
 
