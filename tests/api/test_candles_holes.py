@@ -146,3 +146,12 @@ def test_a_quote_volume_with_more_places_than_the_column_fails_naming_the_bar(tm
     with pytest.raises(QueryError, match=r"quote_volume of coinbase PEPE-ETH 1m bar 2026-11-30T12:00:00Z has more "
                                          r"than 20 decimal places"):
         lake.candles("1m", exchange="coinbase")
+
+
+def test_the_status_page_names_the_bar_too(tmp_path):
+    from schemahub.web.status import candles_payload
+
+    trades = [_line(1, _t("12:34:01"), "99000000000", "1000"), _line(2, _t("12:34:02"), "99000000000", "1000")]
+    lake = _lake(tmp_path, [("BTC-IDR", trades, 0, 2)])
+    with pytest.raises(QueryError, match=r"^candles: quote_volume of coinbase BTC-IDR 5m bar 2026-11-30T12:30:00Z: "):
+        candles_payload(lake.store, exchange="coinbase", product="BTC-IDR", interval="5m")
