@@ -445,7 +445,7 @@ def cmd_query(args) -> int:
 
     lake = Lake(args.storage, mappings=args.mappings)
     write(query_batches(lake.connection, args.sql), args.format)
-    _hint_if_empty(lake)
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -457,7 +457,7 @@ def cmd_export(args) -> int:
     lake = Lake(args.storage, mappings=args.mappings)
     n = write(query_batches(lake.connection, args.sql), fmt, args.output)
     print(f"wrote {n:,} rows to {args.output} ({fmt})")
-    _hint_if_empty(lake)
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -472,8 +472,13 @@ def cmd_candles(args) -> int:
     return 0
 
 
-def _hint_if_empty(lake) -> None:
-    """One line on stderr when the storage folder has no table yet: where the data probably is, or how to get some."""
+def _hint_if_empty(lake, sql: str | None = None) -> None:
+    """One line on stderr when the storage folder has no table yet: where the data probably is, or how to get some
+    (for SQL, only if it reads `trades` or `candles`: `SELECT 1` needs no data)."""
+    import re
+
+    if sql is not None and not re.search(r"\b(trades|candles)\b", sql, re.IGNORECASE):
+        return
     hint = lake.empty_hint()
     if hint:
         print(f"schemahub: {hint}", file=sys.stderr)

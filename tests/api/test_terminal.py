@@ -135,7 +135,9 @@ def test_stats_watch_in_a_pipe_prints_plain_blocks_and_shows_new_data(lake):
                     _land(lake, "ETH-USD", 10, n=5)
                     landed = True
             block.append(line)
-            if any(x.startswith("coinbase  ETH-USD") for x in block) and block[-1].startswith("total"):
+            # ETH-USD shows as soon as its raw object is there (0 rows until the transform): wait for its rows.
+            if block[-1].split()[:4] == ["total", "2", "products", "8"]:
+                assert any(x.split()[:3] == ["coinbase", "ETH-USD", "5"] for x in block), block
                 break
         else:
             raise AssertionError(blocks)
@@ -232,3 +234,11 @@ def test_sim_prints_its_export_lines_as_one_block_and_logs_to_stderr():
     assert out == ""  # nothing else on stdout: the block pastes as it is
     assert f"coinbase simulator listening on http://127.0.0.1:{port + 1}" in err
     assert code == 0 and "interrupted" not in err and "Traceback" not in err
+
+
+def test_sql_that_reads_no_table_gets_no_hint(tmp_path):
+    (tmp_path / "data").mkdir()
+    _land(tmp_path / "demo-data", "BTC-USD", 1)
+    r = subprocess.run(CLI + ["query", "SELECT 42 AS answer"], capture_output=True, text=True, env=ENV, cwd=tmp_path,
+                       timeout=HUNG, check=False)
+    assert (r.returncode, r.stderr) == (0, "") and "42" in r.stdout
