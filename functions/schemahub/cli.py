@@ -103,8 +103,9 @@ def _base_urls(pairs: list[str], known: list[str]) -> dict[str, str]:
         ex = ex.strip().lower()
         if not sep or not ex or not url.strip():
             raise UsageError(f"--base-url {pair!r}: expected EXCHANGE=URL (e.g. coinbase=http://127.0.0.1:8765)")
-        if ex not in known:
-            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'})")
+        if ex not in known and not (ex.endswith("-archive") and ex.removesuffix("-archive") in known):
+            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'}); "
+                             "EXCHANGE-archive=URL points an exchange's archive files elsewhere")
         url = settings.http_url(url, f"--base-url {ex}=")
         if out.get(ex, url) != url:
             raise UsageError(f"--base-url gives two URLs for {ex}: {out[ex]} and {url}; keep one")
@@ -277,7 +278,8 @@ def cmd_ingest(args) -> int:
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
     progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
-    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings), wanted) for ex, wanted in plan]
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, archive_url=urls.get(f"{ex}-archive")),
+                wanted) for ex, wanted in plan]
     results = []
     for source, wanted in sources:
         products = resolve_products(source, wanted, seed)
@@ -302,11 +304,16 @@ def _report(results, as_json: bool) -> int:
                 line += f"  -- {r.message}"
             print(line)
     failed = [r for r in results if r.status == "failed"]
+    replaced = [(r, f) for r in results for f in getattr(r, "replaced", None) or []]
+    if replaced:  # an archive file changed after it landed: the run did its work, but someone must look
+        print(f"schemahub: error: {len(replaced)} archive file(s) replaced by the exchange after they landed "
+              "(kept as landed, the new files not mixed in): " + "; ".join(
+                  f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
         print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if replaced else 0
 
 
 def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: float, host: str = "127.0.0.1",
@@ -363,6 +370,9 @@ def cmd_sim(args) -> int:
     try:
         for ex, sim in sims.items():
             print(f"{ex} simulator listening on {sim.url}", file=sys.stderr)
+            if getattr(sim, "archive", None) is not None:
+                print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
+                      f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", file=sys.stderr)
         print("paste the export lines into the shell that runs schemahub; Ctrl-C stops the simulators",
               file=sys.stderr, flush=True)
         # stdout holds the export lines only, together: they paste into another shell as one block.

@@ -11,6 +11,7 @@ The store root holds:
     damaged/<exchange>/<product>/<start>.jsonl.gz.json           a raw object set aside as damaged, with its reason
     curated/exchange=<e>/product_id=<p>/date=<d>/<start>.parquet one file per raw object per UTC day
     compacted/exchange=<e>/product_id=<p>/date=<d>/...           one file per closed product-day + manifest
+    archive/<exchange>/<product>/<archive file name>.json        an exchange archive file landed, with its sha256
     raw/<exchange>/<product>/<start>-<end>.amend.jsonl.gz         an audit repair: the ids (start, end] of a hole,
                                                                  create-only; outside the chain, transformed like raw
     audit/exchange=<e>/product_id=<p>/date=<d>.json              the audit's report of one product-day
@@ -32,6 +33,7 @@ QUARANTINE = "quarantine/"
 DAMAGED = "damaged/"
 CURATED = "curated/"
 COMPACTED = "compacted/"
+ARCHIVE_FILES = "archive/"
 MANIFEST = "manifest.json"
 AUDIT = "audit/"
 AMEND_SUFFIX = ".amend.jsonl.gz"
@@ -136,6 +138,21 @@ def lease_key(exchange: str, product_id: str) -> str:
 
 def ban_key(exchange: str) -> str:
     return f"{BANS}{exchange}.json"
+
+
+_ARCHIVE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def archive_record_prefix(exchange: str, product_id: str) -> str:
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{ARCHIVE_FILES}{exchange}/{product_id}/"
+
+
+def archive_record_key(exchange: str, product_id: str, file_name: str) -> str:
+    """Where landing records an exchange archive file it took rows from (its name and SHA-256)."""
+    if not _ARCHIVE_FILE.match(file_name):
+        raise InvalidName(f"archive file name {file_name!r} is not letters, digits, '.', '_' and '-'")
+    return f"{archive_record_prefix(exchange, product_id)}{file_name}.json"
 
 
 # ------------------------------------------------------------------ transform
