@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ _positive = {
     "--limit": _arg(lambda t: settings.positive_int(t, "--limit")),
     "--port": _arg(lambda t: settings.positive_int(t, "--port", zero_ok=True, maximum=65535)),
     "--live": _arg(lambda t: settings.positive_number(t, "--live", zero_ok=True, maximum=100_000)),
+    "--watch": _arg(lambda t: settings.positive_number(t, "--watch", maximum=86400)),
 }
 
 
@@ -429,15 +431,30 @@ def cmd_sim(args) -> int:
             raise UsageError(f"--products {args.products!r}: {', '.join(map(repr, bad))} not BASE-QUOTE (e.g. BTC-USD)")
     seed = load_seed(args.mappings)
     products = {ex: (products or [p.product_id for p in seed.get(ex, [])]) for ex in exchanges}
-    sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
-    for ex, sim in sims.items():
-        print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
-        if getattr(sim, "archive", None) is not None:
-            print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
-                  f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", flush=True)
     try:
+        sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        span = f"ports {args.port}-{args.port + len(exchanges) - 1}" if args.port and len(exchanges) > 1 else \
+            f"port {args.port}"
+        raise UsageError(f"sim: cannot listen on {args.host} {span} ({e.strerror}): pass another --port "
+                         "(0 picks free ones)") from None
+    try:
+        for ex, sim in sims.items():
+            print(f"{ex} simulator listening on {sim.url}", file=sys.stderr)
+            if getattr(sim, "archive", None) is not None:
+                print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
+                      f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", file=sys.stderr)
+        print("paste the export lines into the shell that runs schemahub; Ctrl-C stops the simulators",
+              file=sys.stderr, flush=True)
+        # stdout holds the export lines only, together: they paste into another shell as one block.
+        print("\n".join(f"export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url.rstrip('/')}" for ex, sim in sims.items()),
+              flush=True)
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a simulator stops: quietly, exit 0
     finally:
         for sim in sims.values():
             sim.stop()
@@ -510,7 +527,9 @@ def cmd_query(args) -> int:
     from schemahub.api import Lake
     from schemahub.output import query_batches, write
 
-    write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), args.format)
+    lake = Lake(args.storage, mappings=args.mappings)
+    write(query_batches(lake.connection, args.sql), args.format)
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -519,8 +538,10 @@ def cmd_export(args) -> int:
     from schemahub.output import format_for, query_batches, write
 
     fmt = format_for(args.output, args.format)
-    n = write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), fmt, args.output)
+    lake = Lake(args.storage, mappings=args.mappings)
+    n = write(query_batches(lake.connection, args.sql), fmt, args.output)
     print(f"wrote {n:,} rows to {args.output} ({fmt})")
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -531,7 +552,20 @@ def cmd_candles(args) -> int:
     lake = Lake(args.storage, mappings=args.mappings)
     bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
     write(bars.to_reader(), args.format, args.output)
+    _hint_if_empty(lake)
     return 0
+
+
+def _hint_if_empty(lake, sql: str | None = None) -> None:
+    """One line on stderr when the storage folder has no table yet: where the data probably is, or how to get some
+    (for SQL, only if it reads `trades` or `candles`: `SELECT 1` needs no data)."""
+    import re
+
+    if sql is not None and not re.search(r"\b(trades|candles)\b", sql, re.IGNORECASE):
+        return
+    hint = lake.empty_hint()
+    if hint:
+        print(f"schemahub: {hint}", file=sys.stderr)
 
 
 def _query_commands(sub, common) -> None:
@@ -561,17 +595,54 @@ def _query_commands(sub, common) -> None:
 
 
 def cmd_stats(args) -> int:
-    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact)."""
+    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact).
+
+    --watch S: again every S seconds until Ctrl-C (exit 0): redrawn in place on a terminal, else repeated blocks."""
     from schemahub.api import Lake, stats_for_people
     from schemahub.output import write
 
-    table = Lake(args.storage, mappings=args.mappings).stats()
-    write((stats_for_people(table) if args.format == "table" else table).to_reader(), args.format)
-    return 0
+    lake = Lake(args.storage, mappings=args.mappings)
+
+    def table():
+        stats = lake.stats()
+        return (stats_for_people(stats) if args.format == "table" else stats).to_reader()
+
+    every = getattr(args, "watch", None)  # `demo` prints the stats once
+    if every is None:
+        write(table(), args.format)
+        _hint_if_empty(lake)
+        return 0
+    return _watch(lake, table, args.format, every)
+
+
+def _watch(lake, table, fmt: str, every: float) -> int:
+    import io
+
+    import duckdb
+
+    from schemahub.output import render, write
+
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            head = f"schemahub stats: {lake.store.uri}, every {every:g} s, {now} UTC (Ctrl-C stops)\n\n"
+            if tty:  # the whole frame at once, over the last one: no flicker, no scrolling
+                frame = io.StringIO()
+                render(table(), fmt, frame)
+                sys.stdout.write("\x1b[H\x1b[2J" + head + frame.getvalue())
+            else:
+                sys.stdout.write(head)
+                write(table(), fmt)
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            time.sleep(every)
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        return 0  # Ctrl-C is how --watch ends: quietly, exit 0
 
 
 def cmd_serve(args) -> int:
-    """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C."""
+    """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C (then exit 0, quietly)."""
     from schemahub.api import Lake
     from schemahub.web.server import StatusServer
 
@@ -579,7 +650,12 @@ def cmd_serve(args) -> int:
     server = StatusServer(store, port=args.port, fresh_s=args.fresh, stale_s=args.stale)
     print(f"schemahub status page for {server.store.uri} on {server.url}  (JSON: {server.url}api/stats; Ctrl-C stops)",
           flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.httpd.server_close()
     return 0
 
 
@@ -779,10 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--watch", nargs="?", const=2.0, type=_positive["--watch"], metavar="SECONDS",
+                   help="show it again every SECONDS (default 2) until Ctrl-C; redrawn in place on a terminal")
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("serve", parents=[common], help="a live status page on http://127.0.0.1:PORT (and its JSON)")
-    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=_positive["--port"], default=8000,
+                   help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     s.add_argument("--fresh", type=float, default=900, help="seconds a last trade counts as fresh (default 900)")
     s.add_argument("--stale", type=float, default=7200, help="seconds after which it is stale (default 7200)")
     s.set_defaults(func=cmd_serve)
@@ -864,9 +943,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("schemahub: interrupted; a later run continues where this one stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (`| head`): nothing more to say
-        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, as schemahub.output does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush must not fail again
+        return 0
     except Exception as e:  # a bug: still one line, the traceback on request
         _say(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
                           "and please report it)"), verbose)
