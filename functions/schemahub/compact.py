@@ -83,6 +83,7 @@ class Layout:
     compacted: dict[str, str] = field(default_factory=dict)     # partition -> compacted key
     parts: dict[str, list[str]] = field(default_factory=dict)   # partition -> every part key
     stale: list[str] = field(default_factory=list)              # partitions whose manifest no longer matches
+    damaged: dict[str, str] = field(default_factory=dict)       # table file -> why it is set aside (tablefiles)
 
     def keys(self) -> list[str]:
         return [k for p in sorted(self.files) for k in self.files[p]]
@@ -153,6 +154,9 @@ def read_layout(store: ObjectStore) -> Layout:
         layout.compacted[p] = key
         layout.files[p] = [key] + sorted(k for k in parts.get(p, []) if k.rsplit("/", 1)[-1] not in held)
     layout.parts = dict(parts)
+    from schemahub.tablefiles import set_aside_damaged
+
+    set_aside_damaged(store, layout)  # damaged Parquet files are set aside, never read
     return layout
 
 
@@ -168,6 +172,7 @@ class CompactResult:
     rows: int = 0
     duplicates: int = 0  # rows of a trade id already held by a part from a lower raw key
     skipped_open: int = 0
+    skipped_damaged: list[str] = field(default_factory=list)  # days holding a damaged part (tablefiles)
     planned: list[str] = field(default_factory=list)
 
 
@@ -211,6 +216,12 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             continue
         if len(keys) < min_parts and p not in stale:
             continue
+        bad = [k for k in keys if k in layout.damaged]
+        if bad:  # a copy without the damaged part's rows would hide them for good
+            res.skipped_damaged.append(p)
+            log.warning("%s: not compacted: it holds %d damaged file(s) (%s); rebuild them from raw first", p,
+                        len(bad), ", ".join(bad))
+            continue
         res.planned.append(p)
         if dry_run:
             continue
@@ -225,6 +236,8 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
         table, dropped = dedupe_lowest_raw_key(table)
         # Parts are sorted by time already; a stable sort keeps ties in part-name order: deterministic bytes.
         table = table.take(pc.sort_indices(table, sort_keys=[("trade_time", "ascending")]))
+        if target in layout.damaged:
+            store.delete(target)  # a damaged copy of these same parts: written again below
         try:
             store.put(target, write_parquet(table), if_none_match=True)
         except PreconditionFailed:

@@ -115,6 +115,22 @@ class S3Store(ObjectStore):
                 raise
             return StoredObject(key, resp["Body"].read(), resp["ETag"])
 
+    def get_tail(self, key: str, nbytes: int) -> tuple[bytes, int]:
+        with self._translated("read", key):
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=-{max(1, nbytes)}")
+            except bx.ClientError as e:
+                code = _code(e)[0]
+                if code == "NoSuchKey":
+                    raise NotFound(f"{self.uri}: no object {key!r}") from None
+                if code == "InvalidRange":  # an empty object has no last byte to range over
+                    return b"", 0
+                raise
+            data = resp["Body"].read()
+            total = str(resp.get("ContentRange") or "").rpartition("/")[2]  # "bytes 100-199/200"
+            size = int(total) if total.isdigit() else len(data)
+            return (data[-nbytes:] if nbytes > 0 else b""), size
+
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         kwargs = {}
         if if_none_match:
