@@ -30,6 +30,7 @@ import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
+from schemahub.sources import httpdeadline
 
 log = logging.getLogger("schemahub.http")
 
@@ -200,6 +201,7 @@ class HttpClient:
         self.pool = pool or urllib3.PoolManager(
             num_pools=8, maxsize=16, retries=False, headers={"User-Agent": "schemahub/0.1", "Accept": "application/json"}
         )
+        httpdeadline.install(self.pool)  # the request deadline bounds the status line and headers too
         self.stats = HttpStats()
         self._stats_lock = threading.Lock()
         self.weight = weight
@@ -315,10 +317,14 @@ class HttpClient:
         if run_bound:
             until = deadline
         try:
-            r = self.pool.request("GET", full, timeout=self._timeout(until - start), headers=headers, preload_content=False)
+            with httpdeadline.request_deadline(self.clock, until):
+                r = self.pool.request("GET", full, timeout=self._timeout(until - start), headers=headers,
+                                      preload_content=False)
         except urllib3.exceptions.LocationValueError as e:
             raise SourceError(f"{self.name}: {full} is not a valid URL ({e}); check the exchange's base_url") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            if self.clock.monotonic() >= until:  # the status line or headers were still coming at the deadline
+                raise self._late(full, host, run_bound, None) from None
             raise _transient(e, host) from None
         ok = False
         try:
