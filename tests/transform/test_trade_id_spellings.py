@@ -67,3 +67,28 @@ def test_only_canonical_decimal_ids_reach_the_table_the_others_are_quarantined_a
     for r, spelled in zip(q, spellings):
         assert r["field"] == "trade_id" and "canonical decimal integer" in r["reason"], r
         assert r["value"] == spelled.strip('"'), (r["value"], spelled)
+
+
+# ------------------------------------------------------------------ landing: ids compared by the page checks
+
+LANDING_SPELLINGS = ['"099"', '" 99"', '"+99"', '"99.0"', '"9.9e1"', "99.0", "9.9e1", "true"]
+
+
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
+def test_landing_reads_canonical_ids_and_refuses_any_other_spelling_naming_it(exchange):
+    """The page checks compare ids as integers: int('099') == 99 and int(99.5) == 99 would let a misprint pass
+    as another trade's id (or hide a hole). A page holding one is retried (a glitch), never landed as is."""
+    from schemahub.sources.spec import load_exchange
+    from schemahub.errors import Retryable
+    from schemahub.sources.build import build_source
+
+    line, _ = EXCHANGES[exchange]
+    src = build_source(load_exchange(exchange), http=None)
+    canonical = ['"97"', '"98"'] if exchange == "okx" else ["97", "98"]
+    good = [json.loads(line(i, t)) for i, t in enumerate(canonical)]
+    assert src.record_ids(good) == [97, 98]
+    for spelled in LANDING_SPELLINGS:
+        with pytest.raises(Retryable) as e:
+            src.record_ids(good + [json.loads(line(2, spelled))])
+        msg = str(e.value)
+        assert "canonical decimal integer" in msg and repr(json.loads(spelled)) in msg, msg
