@@ -58,11 +58,10 @@ class RateLimiter:
     def acquire(self, deadline: float | None = None, max_hold: float | None = None) -> float:
         """Take a token, sleeping if needed; return the seconds waited.
 
-        While a penalty holds requests, raises DeadlineReached instead of
-        sleeping past `deadline` (a monotonic time), and RetryBudgetExhausted if
-        the hold is longer than `max_hold` seconds; neither takes a token. The
-        short waits that only space requests out are the caller's to budget
-        (the lander gives a run's first object a try while any time is left).
+        Raises DeadlineReached instead of sleeping past `deadline` (a monotonic
+        time), whatever the wait is for (a penalty or only spacing requests out),
+        and RetryBudgetExhausted if a penalty holds requests longer than
+        `max_hold` seconds; neither takes a token.
         """
         with self._lock:
             now = self.clock.monotonic()
@@ -75,7 +74,7 @@ class RateLimiter:
                     f"the exchange's Retry-After holds every request for {hold:.0f}s more, longer than the "
                     f"{max_hold:.0f}s a run waits (retry.max_retry_after_s)"
                 )
-            if deadline is not None and hold > 0 and now + wait > deadline:
+            if deadline is not None and now + wait > deadline:  # strict always: the run's time is the run's
                 raise DeadlineReached(f"the time budget ends before the rate limit allows another request (in {wait:.1f}s)")
             self._tokens -= 1.0
         self.clock.sleep(wait)
@@ -311,9 +310,11 @@ class HttpClient:
         """One GET within the request's own deadline and the run's; the body is read in bounded chunks."""
         start = self.clock.monotonic()
         until = start + self.request_deadline_s
-        # A request in flight when the run's time ends is cut there. One sent after it (the lander gives a
-        # run's first object a try while any time is left) has only its own deadline.
-        run_bound = deadline is not None and start < deadline <= until
+        # The run's deadline is strict: nothing is sent after it, and a request in flight when it comes is cut
+        # there (connect, headers and body alike: schemahub.sources.httpdeadline).
+        if deadline is not None and start >= deadline:
+            raise DeadlineReached(f"{self.name}: the time budget has ended; {full} not sent, a later run continues")
+        run_bound = deadline is not None and deadline <= until
         if run_bound:
             until = deadline
         try:
