@@ -14,6 +14,8 @@ _PREFIXES = {
     "quarantine": "transform writes rejected rows per raw object",
     "damaged": "transform records a damaged raw object (set aside, with its reason) per raw object",
     "bans": "ingest reads and records one ban object per exchange",
+    "compacted": "the audit reads each compacted day's copy and manifest",
+    "audit": "the audit writes one report per product-day",
 }
 
 ACKNOWLEDGED = {

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handlers.common import exchange_metric, logger, storage
 from schemahub.errors import DamagedObject
-from schemahub.layout import damaged_key, parse_raw_key
+from schemahub.layout import damaged_key, parse_source_key
 from schemahub.pipeline import transform_key
 from schemahub.store import open_store
 from schemahub.transform import Transformer
@@ -40,7 +40,7 @@ def raw_keys(record: SQSRecord, prefix: str) -> list[str]:
     for rec in record.decoded_nested_s3_event.records:
         key = unquote_plus(rec.s3.get_object.key)
         key = key.removeprefix(prefix)
-        if parse_raw_key(key) is not None:
+        if parse_source_key(key) is not None:
             out.append(key)
     return out
 
@@ -54,7 +54,7 @@ def record_handler(record: SQSRecord) -> None:
             # Not transient: a retry reads the same bytes and only sends the message to the DLQ. The transform
             # recorded it under damaged/ with its reason; the message succeeds and the rest of the batch goes on.
             # Anything else (S3 unavailable, throttled, a bug) raises: the message is retried, then the DLQ.
-            parts = parse_raw_key(key)
+            parts = parse_source_key(key)
             logger.error(f"{key}: damaged raw object, set aside ({e.reason}); recorded in {damaged_key(key)}: "
                          "restore the object from a copy or delete it, then run `schemahub transform`",
                          extra={"raw_key": key, "exchange": parts.exchange, "product_id": parts.product_id,
@@ -64,7 +64,7 @@ def record_handler(record: SQSRecord) -> None:
         if res is None:
             logger.info("already transformed", extra={"raw_key": key})  # a duplicate delivery changes nothing
             continue
-        parts = parse_raw_key(key)
+        parts = parse_source_key(key)
         exchange_metric("RowsTransformed", res.rows, MetricUnit.Count, parts.exchange)
         exchange_metric("RowsQuarantined", res.quarantined, MetricUnit.Count, parts.exchange)
         freshness = None

@@ -35,6 +35,9 @@ STATS = pa.schema([
     ("first_trade", TIMESTAMP), ("last_trade", TIMESTAMP), ("freshness_s", pa.float64()),
     ("raw_bytes", pa.int64()), ("curated_bytes", pa.int64()), ("compacted_bytes", pa.int64()),
     ("curated_to_raw", pa.float64()), ("bytes_per_trade", pa.float64()), ("quarantined_rows", pa.int64()),
+    # From the latest `schemahub audit` reports (audit/): distinct ids / ids served in the audited days, and the
+    # ids missing for no known reason (lost or unexplained); null where the product was never audited.
+    ("audited_coverage", pa.float64()), ("audited_missing", pa.int64()),
 ])
 
 
@@ -132,8 +135,13 @@ class Lake:
         bad = quarantined_rows(self.store)
         seen = {(r["exchange"], r["product_id"]) for r in rows}
         rows += [{"exchange": ex, "product_id": pid, "rows": 0} for ex, pid in sorted(set(bad) - seen)]
+        from schemahub.audit import coverage
+
+        audited = coverage(self.store)
         for r in rows:
             r["quarantined_rows"] = bad.get((r["exchange"], r["product_id"]), 0)
+            a = audited.get((r["exchange"], r["product_id"])) or {}
+            r["audited_coverage"], r["audited_missing"] = a.get("coverage"), a.get("missing")
         extra = [k for r in rows for k in r if k not in STATS.names]
         schema = STATS
         for name in dict.fromkeys(extra):

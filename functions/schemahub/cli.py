@@ -58,6 +58,15 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--before {text!r} is not a date like 2026-11-28") from None
 
 
+def _day_of(option: str):
+    def parse(text: str) -> date:
+        try:
+            return date.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a date like 2026-11-28") from None
+    return parse
+
+
 def _code(text: str) -> str:
     if not PRODUCT_ID.match(f"{text.strip().upper()}-X"):
         raise argparse.ArgumentTypeError(f"--quote {text!r} is not an asset code (letters and digits, e.g. USD)")
@@ -92,8 +101,9 @@ def _base_urls(pairs: list[str], known: list[str]) -> dict[str, str]:
         ex = ex.strip().lower()
         if not sep or not ex or not url.strip():
             raise UsageError(f"--base-url {pair!r}: expected EXCHANGE=URL (e.g. coinbase=http://127.0.0.1:8765)")
-        if ex not in known:
-            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'})")
+        if ex not in known and not (ex.endswith("-archive") and ex.removesuffix("-archive") in known):
+            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'}); "
+                             "EXCHANGE-archive=URL points an exchange's archive files elsewhere")
         url = settings.http_url(url, f"--base-url {ex}=")
         if out.get(ex, url) != url:
             raise UsageError(f"--base-url gives two URLs for {ex}: {out[ex]} and {url}; keep one")
@@ -266,7 +276,8 @@ def cmd_ingest(args) -> int:
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
     progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
-    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings), wanted) for ex, wanted in plan]
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, archive_url=urls.get(f"{ex}-archive")),
+                wanted) for ex, wanted in plan]
     results = []
     for source, wanted in sources:
         products = resolve_products(source, wanted, seed)
@@ -291,11 +302,16 @@ def _report(results, as_json: bool) -> int:
                 line += f"  -- {r.message}"
             print(line)
     failed = [r for r in results if r.status == "failed"]
+    replaced = [(r, f) for r in results for f in getattr(r, "replaced", None) or []]
+    if replaced:  # an archive file changed after it landed: the run did its work, but someone must look
+        print(f"schemahub: error: {len(replaced)} archive file(s) replaced by the exchange after they landed "
+              "(kept as landed, the new files not mixed in): " + "; ".join(
+                  f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
         print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if replaced else 0
 
 
 def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: float, host: str = "127.0.0.1",
@@ -343,6 +359,9 @@ def cmd_sim(args) -> int:
     sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
     for ex, sim in sims.items():
         print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
+        if getattr(sim, "archive", None) is not None:
+            print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
+                  f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -585,6 +604,56 @@ def cmd_repair_checkpoint(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    """Per product and UTC day: rows, ids, holes classified; reports under audit/. Exit 0 only if all is explained."""
+    import json
+
+    import pyarrow as pa
+
+    from schemahub import audit as au
+    from schemahub import pipeline
+    from schemahub.ingest import make_source
+    from schemahub.output import write
+    from schemahub.store import open_store
+
+    store = open_store(args.storage)
+    known = _known(args)
+    exchange, product = _table_product(args, store, known)
+    urls = _base_urls(args.base_url, known)
+    for opt in ("start", "end"):
+        v = getattr(args, opt)
+        setattr(args, opt, v.isoformat() if v else None)
+    res = pipeline.audit(store, audited_at=au.now_iso(), exchange=exchange, product_id=product, start=args.start,
+                         end=args.end, repair=args.repair, mappings_dir=args.mappings,
+                         source_for=lambda ex: make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings))
+    if args.format == "json":
+        print(json.dumps(res.to_dict(), sort_keys=True, indent=1, default=str))
+        return res.exit_code
+    cols = ["exchange", "product_id", "date", "rows", "first_id", "last_id", "first_time", "last_time", "raw_lines",
+            "quarantined", "raw_duplicates", "duplicates", "parts_rows", "compacted_rows", "ids_expected", "coverage"]
+    rows = [{c: d.get(c) for c in cols} | {"holes": ", ".join(f"{h['from']}..{h['to']} {h['class']}" for h in d["holes"]),
+                                           "ok": "ok" if d["ok"] else "FAIL"} for p in res.products for d in p.days]
+    if rows:
+        table = pa.Table.from_pylist([{k: (None if v is None else str(v)) for k, v in r.items()} for r in rows])
+        write(table.to_reader(), "table")
+    for p in res.products:
+        for line in p.damaged:
+            print(f"{p.exchange}/{p.product_id}: unreadable: {line}")
+        if p.error:
+            print(f"{p.exchange}/{p.product_id}: not audited: {p.error}")
+    for r in res.repairs:
+        print(f"repair {r['exchange']}/{r['product_id']} ids {r.get('from')}..{r.get('to')}: {r['status']}"
+              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else ""))
+    total = {c: sum(p.missing[c] for p in res.products) for c in au.CLASSES}
+    dups = sum(p.duplicates for p in res.products)
+    print(f"audited {len(res.products)} product(s), {sum(len(p.days) for p in res.products)} day(s); missing ids: "
+          + ", ".join(f"{total[c]:,} {c}" for c in au.CLASSES) + f"; duplicates {dups:,}; "
+          + ("all explained" if res.exit_code == 0 else
+             "LOST rows (landed in raw, missing from the table): a bug, please report it" if res.exit_code == au.EXIT_LOST
+             else "unexplained holes or duplicates: `schemahub audit --repair` asks the exchange for the holes"))
+    return res.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--storage", type=_arg(settings.storage_location), help="PATH or s3://bucket/prefix (default: $SCHEMAHUB_STORAGE or ./data)")
@@ -651,6 +720,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", required=True, help="unified product id (BTC-USD)")
     s.add_argument("--dry-run", action="store_true", help="write nothing; print the checkpoint it would write")
     s.set_defaults(func=cmd_repair_checkpoint)
+
+    s = sub.add_parser("audit", parents=[common], help="prove completeness per product-day: holes classified, duplicates")
+    s.add_argument("--exchange")
+    s.add_argument("--product", help="only this product (unified id); alone, the one exchange that has it")
+    s.add_argument("--start", type=_day_of("--start"), help="first UTC day to report, YYYY-MM-DD")
+    s.add_argument("--end", type=_day_of("--end"), help="last UTC day to report, YYYY-MM-DD")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--repair", action="store_true", help="ask the exchange again for unexplained holes; land them once")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("demo", parents=[common], help="offline: simulators -> run -> stats and queries, in ./demo-data")
     s.add_argument("--since", type=_since, help="first trade time to land (default: each mapping's first_run_lookback)")

@@ -89,6 +89,10 @@ class RetryBudgetExhausted(SourceError):
     """Retries ran out; the product's run stops and advances nothing further."""
 
 
+class BodyTooLarge(SourceError):
+    """A response body is larger than the client's cap (refused, never buffered beyond it)."""
+
+
 class ExchangeBanned(SourceError):
     """The exchange banned this IP (for example Binance 418); stop that exchange's ingest."""
 
@@ -109,6 +113,22 @@ class GeoBlocked(ExchangeBanned):
     def __init__(self, exchange: str, status: int) -> None:
         super().__init__(f"{exchange} {self.PHRASE} (HTTP {status}); deploy in a region it serves (see README)",
                          retry_after_s=self.BLOCK_S)
+
+
+class ArchiveError(SourceError):
+    """An exchange's archive file cannot be landed as it is (sources/archive.py); nothing of it lands."""
+
+
+class ArchiveChecksumMismatch(ArchiveError):
+    """A downloaded archive file's SHA-256 differs from its checksum file, after every retry."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """An archive file unpacks to more than archive.source.max_csv_bytes."""
+
+
+class ArchiveReplaced(ArchiveError):
+    """An archive file already (partly) landed has been replaced by the exchange: its checksum changed."""
 
 
 class DeadlineReached(SchemahubError):

@@ -16,7 +16,7 @@ from schemahub.pipeline import ingest_product
 from schemahub.sources.base import Product, Source
 from schemahub.sources.build import build_source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
-from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_base_url
+from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_archive_url, with_base_url
 from schemahub.store.base import ObjectStore
 
 SEED_FILE = "product_ids_seed.yaml"
@@ -29,11 +29,19 @@ def make_source(
     rate: float | None = None,
     mappings_dir: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    archive_url: str | None = None,
 ) -> Source:
-    """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping."""
+    """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping.
+
+    The archive's files come from archive_url, else SCHEMAHUB_<EX>_ARCHIVE_URL, else base_url (see
+    with_base_url), else the mapping.
+    """
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
         spec = with_base_url(spec, base_url)
+    archive_url = archive_url or (settings.archive_url(exchange) if spec.archive is not None else None)
+    if archive_url:
+        spec = with_archive_url(spec, archive_url)
     source = source_from_spec(spec, rate=rate, clock=clock)
     source.mappings_dir = mappings_dir  # its listing unifies assets with this folder's assets.yaml
     return source
@@ -57,7 +65,12 @@ def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Cl
         weight=WeightBudget(s.weight.header, s.weight.limit, s.weight.window_s, s.weight.pause_at, clock) if s.weight else None,
         clock=clock,
     )
-    return build_source(spec, http)
+    source = build_source(spec, http)
+    if spec.archive is not None:
+        from schemahub.sources.archive import ArchiveSource
+
+        source.archive = ArchiveSource(spec, source, clock=clock)
+    return source
 
 
 # ----------------------------------------------------------------- the seed

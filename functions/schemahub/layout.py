@@ -11,6 +11,10 @@ The store root holds:
     damaged/<exchange>/<product>/<start>.jsonl.gz.json           a raw object set aside as damaged, with its reason
     curated/exchange=<e>/product_id=<p>/date=<d>/<start>.parquet one file per raw object per UTC day
     compacted/exchange=<e>/product_id=<p>/date=<d>/...           one file per closed product-day + manifest
+    archive/<exchange>/<product>/<archive file name>.json        an exchange archive file landed, with its sha256
+    raw/<exchange>/<product>/<start>-<end>.amend.jsonl.gz         an audit repair: the ids (start, end] of a hole,
+                                                                 create-only; outside the chain, transformed like raw
+    audit/exchange=<e>/product_id=<p>/date=<d>.json              the audit's report of one product-day
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ QUARANTINE = "quarantine/"
 DAMAGED = "damaged/"
 CURATED = "curated/"
 COMPACTED = "compacted/"
+ARCHIVE_FILES = "archive/"
 MANIFEST = "manifest.json"
+AUDIT = "audit/"
+AMEND_SUFFIX = ".amend.jsonl.gz"
 
 RAW_SUFFIX = ".jsonl.gz"
 CURSOR_DIGITS = 20
@@ -88,6 +95,30 @@ def parse_raw_key(key: str) -> RawKey | None:
     return RawKey(key, m["exchange"], m["product"], int(m["start"]))
 
 
+_AMEND_KEY = re.compile(r"^raw/(?P<exchange>[^/]+)/(?P<product>[^/]+)/(?P<start>[0-9]{20})-(?P<end>[0-9]{20})"
+                        r"\.amend\.jsonl\.gz$")
+
+
+def amendment_key(exchange: str, product_id: str, start: int, end: int) -> str:
+    """An audit repair's object: the ids (start, end] of one hole. Not a step of the chain (the lander, whose
+    keys are 20 digits alone, never reads it); the transform reads it like any raw object."""
+    if not 0 <= start < end < 10**CURSOR_DIGITS:
+        raise ValueError(f"amendment range ({start}, {end}] does not fit a key")
+    return f"{raw_prefix(exchange, product_id)}{start:0{CURSOR_DIGITS}d}-{end:0{CURSOR_DIGITS}d}{AMEND_SUFFIX}"
+
+
+def parse_amendment_key(key: str) -> RawKey | None:
+    m = _AMEND_KEY.match(key)
+    if not m or not EXCHANGE.match(m["exchange"]) or not PRODUCT_ID.match(m["product"]):
+        return None
+    return RawKey(key, m["exchange"], m["product"], int(m["start"]))
+
+
+def parse_source_key(key: str) -> RawKey | None:
+    """A raw object's key or an amendment's: what the transform reads (None for anything else)."""
+    return parse_raw_key(key) or parse_amendment_key(key)
+
+
 def raw_name(key: str) -> str:
     """The start-cursor stem of a raw key ('00000000000000000042'), used to name derived files."""
     return key.rsplit("/", 1)[-1].split(".", 1)[0]
@@ -107,6 +138,21 @@ def lease_key(exchange: str, product_id: str) -> str:
 
 def ban_key(exchange: str) -> str:
     return f"{BANS}{exchange}.json"
+
+
+_ARCHIVE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def archive_record_prefix(exchange: str, product_id: str) -> str:
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{ARCHIVE_FILES}{exchange}/{product_id}/"
+
+
+def archive_record_key(exchange: str, product_id: str, file_name: str) -> str:
+    """Where landing records an exchange archive file it took rows from (its name and SHA-256)."""
+    if not _ARCHIVE_FILE.match(file_name):
+        raise InvalidName(f"archive file name {file_name!r} is not letters, digits, '.', '_' and '-'")
+    return f"{archive_record_prefix(exchange, product_id)}{file_name}.json"
 
 
 # ------------------------------------------------------------------ transform
@@ -199,3 +245,27 @@ def compacted_key(partition_path: str, name: str) -> str:
 
 def manifest_key(partition_path: str) -> str:
     return f"{COMPACTED}{partition_path}/{MANIFEST}"
+
+
+# ------------------------------------------------------------------ audit
+
+def audit_prefix(exchange: str | None = None, product_id: str | None = None) -> str:
+    key = AUDIT
+    if exchange:
+        key += f"exchange={exchange}/"
+        if product_id:
+            key += f"product_id={product_id}/"
+    return key
+
+
+def audit_key(exchange: str, product_id: str, date: str) -> str:
+    """The audit's report of one product-day (rewritten by each audit: the latest one)."""
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{AUDIT}{partition(exchange, product_id, date)}.json"
+
+
+def parse_audit_key(key: str) -> tuple[str, str, str] | None:
+    """(exchange, product_id, date) of a report key, or None."""
+    if not key.startswith(AUDIT) or not key.endswith(".json"):
+        return None
+    return parse_partition(key[len(AUDIT):-len(".json")])

@@ -87,29 +87,94 @@ class TableMapping(_Strict):
 
     @model_validator(mode="after")
     def _complete(self):
-        missing = [c for c in REQUIRED if c not in self.columns]
-        if missing:
-            raise ValueError(f"columns must map {', '.join(missing)}")
-        unknown = [c for c in self.columns if c not in REQUIRED]
-        if unknown:
-            raise ValueError(f"unknown column(s) {', '.join(unknown)}; record-level columns are {', '.join(REQUIRED)}")
-        side = self.columns["side"]
-        targets = set(side.map.values()) if isinstance(side, EnumField) else {side.value} if isinstance(side, ConstField) else None
-        if targets is None or not targets <= {"buy", "sell", "unknown"}:
-            raise ValueError("side must be an enum or const whose values are buy, sell or unknown")
-        if isinstance(self.columns["trade_time"], (StringField, DecimalField, EnumField)):
-            raise ValueError("trade_time must be of type time")
-        for name in ("price", "size"):
-            if not isinstance(self.columns[name], DecimalField):
-                raise ValueError(f"{name} must be of type decimal")
+        _check_columns(self.columns)
         return self
+
+
+def _check_columns(columns: dict) -> None:
+    """The rules every table mapping obeys, whatever its rows are (JSON records or CSV rows)."""
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise ValueError(f"columns must map {', '.join(missing)}")
+    unknown = [c for c in columns if c not in REQUIRED]
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; record-level columns are {', '.join(REQUIRED)}")
+    side = columns["side"]
+    targets = set(side.map.values()) if side.type == "enum" else {side.value} if side.type == "const" else None
+    if targets is None or not targets <= {"buy", "sell", "unknown"}:
+        raise ValueError("side must be an enum or const whose values are buy, sell or unknown")
+    if columns["trade_time"].type in ("string", "decimal", "enum"):
+        raise ValueError("trade_time must be of type time")
+    for name in ("price", "size"):
+        if columns[name].type != "decimal":
+            raise ValueError(f"{name} must be of type decimal")
+
+
+class _Indexed(_Strict):
+    column: int = Field(description="the value's column in a CSV row; 0 is the first")
+    optional: bool = False
+
+    @field_validator("column", mode="before")
+    @classmethod
+    def _column(cls, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be a column index (0 is the first column)")
+        if not 0 <= v < 64:
+            raise ValueError("column index must be 0..63")
+        return v
+
+
+class CsvStringField(_Indexed):
+    type: Literal["string"]
+
+
+class CsvDecimalField(_Indexed):
+    type: Literal["decimal"]
+
+
+class CsvTimeField(_Indexed):
+    type: Literal["time"]
+    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+        description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance's archive switched on 2025-01-01)"
+    )
+
+
+class CsvEnumField(_Indexed):
+    type: Literal["enum"]
+    map: dict[str, str] = Field(min_length=1, description="the cell's text exactly as the file prints it -> value")
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _keys(cls, v):
+        # A CSV cell is text: YAML's True/true/yes keys are booleans, which would hide the file's spelling.
+        if isinstance(v, dict):
+            for k in v:
+                if not isinstance(k, str):
+                    raise ValueError(f"key {k!r} is not text: write it in quotes exactly as the file prints it "
+                                     f"(e.g. \"True\")")
+        return v
+
+
+CsvColumn = Annotated[Union[CsvStringField, CsvDecimalField, CsvTimeField, CsvEnumField, ConstField],
+                      Field(discriminator="type")]
 
 
 class CsvTableMapping(_Strict):
     """The unified columns from an archive's CSV rows, read by column index (raw objects whose header says
-    `"lines": "csv"`). Placeholder: the archive transform defines its fields."""
+    `"lines": "csv"`). Every row must have `width` columns; a row with another count is quarantined. A first line
+    whose decimal and time cells are names (a header row, e.g. `id,price,qty,...`) is not a trade: it is dropped."""
 
-    columns: dict[str, dict]
+    width: int = Field(ge=1, le=64, description="columns in every row of the file")
+    columns: dict[str, CsvColumn]
+
+    @model_validator(mode="after")
+    def _complete(self):
+        _check_columns(self.columns)
+        for name, col in self.columns.items():
+            if not isinstance(col, ConstField) and col.column >= self.width:
+                raise ValueError(f"{name}: column {col.column} is past the row's end (rows have {self.width} columns, "
+                                 f"0..{self.width - 1})")
+        return self
 
 
 # ------------------------------------------------------------------ compile
@@ -147,9 +212,6 @@ class Compiled:
     def apply(self, lines, body: bytes | None = None):
         """lines (pa.StringArray, and the same lines as one buffer) -> (columns, _Bad with reasons per row)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from schemahub.table import DECIMAL, TIMESTAMP
 
         n = len(lines)
         state = _Bad(n)
@@ -169,28 +231,40 @@ class Compiled:
                 text, problems = src.extract(col.path, self.patterns[name])
                 for cond, reason in problems:
                     state.mark(cond, name, reason, text)
-            state.texts[name] = text
-            if not col.optional:
-                state.mark(text.is_null(), name, "missing", text)
-            if isinstance(col, StringField):
-                out[name] = text
-            elif isinstance(col, DecimalField):
-                fine = pc.match_substring_regex(text, _DECIMAL)
-                if not pc.all(pc.fill_null(fine, True)).as_py():
-                    state.mark(pc.match_substring_regex(text, _TOO_PRECISE), name, "more than 12 decimals (never rounded)", text)
-                    state.mark(pc.invert(fine), name, "not a plain decimal number", text)
-                safe = pc.if_else(pc.fill_null(fine, False), text, "0")
-                out[name] = pc.if_else(pc.fill_null(fine, False), pc.cast(safe, DECIMAL), pa.scalar(None, DECIMAL))
-            elif isinstance(col, EnumField):
-                keys = pa.array(list(col.map.keys()), pa.string())
-                idx = pc.index_in(text, value_set=keys)
-                state.mark(pc.and_(text.is_valid(), idx.is_null()), name, "unknown value", text)
-                out[name] = pc.take(pa.array(list(col.map.values()), pa.string()), idx)
-            elif isinstance(col, TimeField):
-                micros, bad = _time_micros(text, col.format)
-                state.mark(bad, name, f"not a {col.format} time", text)
-                out[name] = pc.cast(micros, TIMESTAMP)
+            _convert(name, col, text, state, out)
         return out, state
+
+
+def _convert(name: str, col, text, state, out: dict) -> None:
+    """One mapped field's exact source text -> its typed column in out; bad values marked in state."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from schemahub.table import DECIMAL, TIMESTAMP
+
+    state.texts[name] = text
+    if not col.optional:
+        state.mark(text.is_null(), name, "missing", text)
+    if col.type == "string":
+        out[name] = text
+    elif col.type == "decimal":
+        fine = pc.match_substring_regex(text, _DECIMAL)
+        if not pc.all(pc.fill_null(fine, True)).as_py():
+            state.mark(pc.match_substring_regex(text, _TOO_PRECISE), name, "more than 12 decimals (never rounded)", text)
+            state.mark(pc.invert(fine), name, "not a plain decimal number", text)
+            safe = pc.if_else(pc.fill_null(fine, False), text, "0")
+            out[name] = pc.if_else(pc.fill_null(fine, False), pc.cast(safe, DECIMAL), pa.scalar(None, DECIMAL))
+        else:
+            out[name] = pc.cast(text, DECIMAL)  # every value is a plain decimal (or null)
+    elif col.type == "enum":
+        keys = pa.array(list(col.map.keys()), pa.string())
+        idx = pc.index_in(text, value_set=keys)
+        state.mark(pc.and_(text.is_valid(), idx.is_null()), name, "unknown value", text)
+        out[name] = pc.take(pa.array(list(col.map.values()), pa.string()), idx)
+    elif col.type == "time":
+        micros, bad = _time_micros(text, col.format)
+        state.mark(bad, name, f"not a {col.format} time", text)
+        out[name] = pc.cast(micros, TIMESTAMP)
 
 
 class _Bad:
@@ -513,5 +587,119 @@ def _rfc3339_checked(text):
     return pc.if_else(ok, micros, pa.scalar(None, pa.int64())), bad
 
 
-def compile_mapping(mapping: TableMapping) -> Compiled:
-    return Compiled(mapping)
+# A header row's decimal and time cells are names (id,price,qty,quoteQty,time,...), never numbers.
+_NAME_CELL = re.compile(rb'^\s*"?[A-Za-z_][A-Za-z0-9_ ]*"?\s*$')
+
+
+class CompiledCsv:
+    """A CSV mapping compiled to pyarrow steps: rows read by pyarrow.csv, every cell as text, then converted by
+    the same steps as a JSON mapping's fields (exact decimals from the text, quarantine with reasons).
+
+    The rows are read verbatim: no quoting, no type inference, no empty line skipped, so row i is line i. A
+    row with another number of columns than the mapping's width is quarantined; the others proceed.
+    """
+
+    lines = "csv"
+
+    def __init__(self, mapping: CsvTableMapping) -> None:
+        self.mapping = mapping
+        self.width = mapping.width
+        self.names = [f"c{i}" for i in range(self.width)]
+        self._used = sorted({c.column for c in mapping.columns.values() if not isinstance(c, ConstField)})
+        self._named = sorted({c.column for c in mapping.columns.values() if c.type in ("decimal", "time")})
+
+    def header_row(self, body: bytes) -> int:
+        """The length in bytes (with its newline) of a header row that opens body, else 0.
+
+        A header row names the columns: its decimal and time cells are names, where a trade has numbers."""
+        end = body.find(b"\n")
+        first = body if end < 0 else body[:end]
+        cells = first.rstrip(b"\r").split(b",")
+        if len(cells) != self.width or not all(_NAME_CELL.match(cells[i]) for i in self._named):
+            return 0
+        return len(body) if end < 0 else end + 1
+
+    def _read(self, body, use_threads: bool = True):
+        """{column index: StringArray} of the used columns, or None if some row does not fit the width."""
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        names = self.names
+        try:
+            t = pcsv.read_csv(
+                pa.BufferReader(body),
+                read_options=pcsv.ReadOptions(column_names=names, use_threads=use_threads, block_size=1 << 22),
+                parse_options=pcsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False,
+                                                newlines_in_values=False, ignore_empty_lines=False),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={names[i]: pa.string() for i in self._used}, include_columns=[names[i] for i in self._used],
+                    null_values=[""], strings_can_be_null=True, check_utf8=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None, 0
+        return {i: t.column(names[i]).combine_chunks() if t.num_rows else pa.array([], pa.string())
+                for i in self._used}, t.num_rows
+
+    def _read_checked(self, lines, state):
+        """The rows one per line when some do not fit: those are quarantined and stand in as empty rows."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cols = pc.add(pc.count_substring(lines, ","), 1)
+        wrong = pc.not_equal(cols, self.width)
+        reason = pc.binary_join_element_wise(
+            "has ", pc.cast(cols, pa.string()), pc.if_else(pc.equal(cols, 1), " column", " columns"),
+            f", expected {self.width} (a row of another width is not a trade of this file)", "")
+        state.mark(wrong, "line", reason, lines)
+        cr = pc.match_substring_regex(lines, r"\r.")  # a CR before the end: pyarrow would end the row there
+        state.mark(cr, "line", "holds a carriage return inside the row", lines)
+        fixed = pc.if_else(pc.or_(wrong, cr), "," * (self.width - 1), lines)
+        whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(fixed)], pa.int32()), fixed), "\n")
+        cells, rows = self._read(whole[0].as_buffer())
+        if cells is None or rows != len(lines):
+            raise ValueError("CSV rows could not be read one per line")  # cannot happen: every row has the width
+        return cells
+
+    def apply(self, lines, body: bytes | None = None):
+        """lines (LazyLines or StringArray; body the same lines as one buffer) -> (columns, _Bad per row)."""
+        import pyarrow as pa
+
+        n = len(lines)
+        state = _Bad(n)
+        out: dict = {}
+        cells = None
+        if body is not None:
+            cells, rows = self._read(body)
+            if cells is not None and rows != n:
+                cells = None  # e.g. a carriage return alone inside a line: one line read as two rows
+        if cells is None:
+            if n == 0:
+                cells = {i: pa.array([], pa.string()) for i in self._used}
+            else:
+                try:
+                    text = lines.array if hasattr(lines, "array") else lines
+                except pa.ArrowInvalid:
+                    raise NotText(_first_bad_utf8_line(body or b"")) from None
+                cells = self._read_checked(text, state)
+        for name, col in self.mapping.columns.items():
+            if isinstance(col, ConstField):
+                out[name] = pa.repeat(pa.scalar(col.value, pa.string()), n)
+                continue
+            _convert(name, col, cells[col.column], state, out)
+        return out, state
+
+
+class NotText(ValueError):
+    """CSV lines that are not UTF-8 text: no archive prints them (the object is damaged)."""
+
+
+def _first_bad_utf8_line(body: bytes) -> str:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = body[: e.start].count(b"\n") + 1
+        return f"trade line {line} is not UTF-8 text (byte 0x{body[e.start]:02x}): not a CSV row"
+    return "the lines are not UTF-8 text"
+
+
+def compile_mapping(mapping: TableMapping | CsvTableMapping) -> Compiled | CompiledCsv:
+    return CompiledCsv(mapping) if isinstance(mapping, CsvTableMapping) else Compiled(mapping)

@@ -4,6 +4,7 @@
 - `transform_key`: transform one raw object named by its key, unless its marker says it is done.
 - `summarize_cycle`: which planned products failed, which have more to do, and the input that retries them.
 - `may_continue`: whether a Step Functions child may start another Ingest and still end inside its limit.
+- `audit`: the completeness audit (CLI `schemahub audit` and the daily audit Lambda), with `repair`.
 
 Plain Python: no AWS code here. The handlers only parse events and map these results.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import ExchangeBanned, GeoBlocked
+from schemahub.errors import ExchangeBanned, GeoBlocked, SchemahubError
 from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, record_ban
 from schemahub.layout import marker_key
 from schemahub.sources.base import Product, Source
@@ -81,3 +82,40 @@ def summarize_cycle(items: list[dict], results: list) -> dict:
     failed.sort(key=lambda f: (f["exchange"], f["product_id"]))
     return {"products": len(items), "ok": ok, "skipped": skipped, "more_to_do": more, "failed": failed,
             "retry_input": {"only": [{"exchange": f["exchange"], "product_id": f["product_id"]} for f in failed]}}
+
+
+def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, product_id: str | None = None,
+          start: str | None = None, end: str | None = None, repair: bool = False, source_for=None,
+          mappings_dir=None, clock: Clock = SYSTEM_CLOCK, deadline: float | None = None, write: bool = True):
+    """Audit every product (or the one asked for) and write one report per product-day under audit/.
+
+    With repair, each `unexplained` hole is asked for again through source_for(exchange) (a Source), landed once
+    as an amendment object, transformed, and the product audited again. audited_at (ISO-8601 UTC) is the only time
+    a report holds, so the same store and audited_at give the same bytes."""
+    from schemahub import audit as au
+    from schemahub.compact import read_layout
+    from schemahub.transform import Transformer
+
+    transformer = Transformer(store, mappings_dir=mappings_dir)
+    result = au.AuditResult(audited_at=audited_at)
+    layout = read_layout(store)
+    for ex, pid in au.products_in(store, exchange, product_id):
+        p = au.audit_product(store, ex, pid, layout=layout, transformer=transformer, start=start, end=end,
+                             mappings_dir=mappings_dir)
+        if repair and source_for is not None and any(h["class"] == au.UNEXPLAINED for h in p.holes):
+            product = au.product_of(store, ex, pid)
+            try:
+                done = au.repair_product(store, source_for(ex), product, p, clock=clock, deadline=deadline)
+            except SchemahubError as e:
+                done = [{"exchange": ex, "product_id": pid, "status": f"failed: {e}"}]
+            result.repairs += done
+            for r in done:
+                if r.get("status") == "landed":
+                    transformer.transform_object(r["key"])
+            if any(r.get("status") == "landed" for r in done):
+                p = au.audit_product(store, ex, pid, layout=read_layout(store), transformer=transformer, start=start,
+                                     end=end, mappings_dir=mappings_dir)
+        result.products.append(p)
+    if write:
+        result.reports = au.write_reports(store, result)
+    return result

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from schemahub.compact import table_partition
-from schemahub.layout import COMPACTED, CURATED, RAW, parse_raw_key
+from schemahub.layout import COMPACTED, CURATED, RAW, parse_source_key
 from schemahub.store.base import ObjectStore
 from schemahub.table import FILE_SCHEMA, TRADES
 
@@ -129,7 +129,7 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
     ).fetchall()
     sizes: dict[tuple[str, str], list[int]] = {}
     for info in store.list(RAW):
-        rk = parse_raw_key(info.key)
+        rk = parse_source_key(info.key)
         if rk is not None:  # a stray file under raw/ belongs to no product
             sizes.setdefault((rk.exchange, rk.product_id), [0, 0, 0])[0] += info.size
     for base, slot in ((CURATED, 1), (COMPACTED, 2)):

@@ -23,7 +23,7 @@ MAPPINGS = "SCHEMAHUB_MAPPINGS"
 HTTP_TIMEOUT = "SCHEMAHUB_HTTP_TIMEOUT"
 LOG_FORMAT = "SCHEMAHUB_LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
-_PER_EXCHANGE = re.compile(r"^SCHEMAHUB_(?P<exchange>.+)_(?P<what>BASE_URL|RATE_LIMIT)$")
+_PER_EXCHANGE = re.compile(r"^SCHEMAHUB_(?P<exchange>.+)_(?P<what>BASE_URL|RATE_LIMIT|ARCHIVE_URL)$")
 # S3's rules for bucket names (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 _BUCKET = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _URL = re.compile(r"^https?://[^/\s]+\S*$")
@@ -31,6 +31,10 @@ _URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 def base_url_var(exchange: str) -> str:
     return f"SCHEMAHUB_{exchange.upper()}_BASE_URL"
+
+
+def archive_url_var(exchange: str) -> str:
+    return f"SCHEMAHUB_{exchange.upper()}_ARCHIVE_URL"
 
 
 def rate_limit_var(exchange: str) -> str:
@@ -115,6 +119,13 @@ def base_url(exchange: str, environ: Mapping[str, str] | None = None) -> str | N
     return None if value is None else http_url(value, name)
 
 
+def archive_url(exchange: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where the exchange's archive files are fetched from (overrides the mapping's archive.source.base_url)."""
+    name = archive_url_var(exchange)
+    value = _get(name, environ)
+    return None if value is None else http_url(value, name)
+
+
 def rate_limit(exchange: str, environ: Mapping[str, str] | None = None) -> float | None:
     """Requests per second for the exchange's client (overrides the mapping's rate_limit)."""
     name = rate_limit_var(exchange)
@@ -152,6 +163,7 @@ def check_environment(exchanges: Iterable[str], environ: Mapping[str, str] | Non
     log_format(environ)
     for ex in known:
         base_url(ex, environ)
+        archive_url(ex, environ)
         rate_limit(ex, environ)
     expected = {STORAGE, MAPPINGS, HTTP_TIMEOUT, LOG_FORMAT}
     for name in sorted(environ):

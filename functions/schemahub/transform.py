@@ -30,12 +30,12 @@ from schemahub.layout import (
     damaged_prefix,
     marker_key,
     marker_prefix,
-    parse_raw_key,
+    parse_source_key,
     parse_table_file,
     quarantine_key,
     raw_key_of_damaged,
 )
-from schemahub.mapping import Compiled, compile_mapping
+from schemahub.mapping import Compiled, CompiledCsv, NotText, compile_mapping
 from schemahub.sources.spec import load_exchange
 from schemahub.store.base import ObjectStore
 from schemahub.table import FILE_SCHEMA
@@ -101,6 +101,7 @@ class Transformer:
         self.mappings_dir = mappings_dir
         self._compiled: dict[str, tuple[Compiled, bool]] = {}
         self._integer_ids: dict[str, bool] = {}
+        self._compiled_csv: dict[str, CompiledCsv] = {}
 
     def _load(self, exchange: str) -> tuple[Compiled, bool]:
         if exchange not in self._compiled:
@@ -116,11 +117,21 @@ class Transformer:
     def compiled(self, exchange: str) -> Compiled:
         return self._load(exchange)[0]
 
+    def compiled_csv(self, exchange: str) -> CompiledCsv:
+        """The exchange's archive table (CSV rows by column index), for raw objects whose header says "lines": "csv"."""
+        if exchange not in self._compiled_csv:
+            spec = load_exchange(exchange, self.mappings_dir)
+            if spec.archive is None:
+                raise SchemahubError(f"{exchange}: this raw object holds archive CSV rows, but mappings/exchanges/"
+                                     f"{exchange}.yaml has no archive: table: to read them; add one or move the object out of raw/")
+            self._compiled_csv[exchange] = compile_mapping(spec.archive.table)
+        return self._compiled_csv[exchange]
+
     def _raw_keys(self, prefix: str) -> tuple[list[str], list[str]]:
         """(raw object keys, stray keys) under prefix; strays are logged and never transformed."""
         keys, stray = [], []
         for o in self.store.list(prefix):
-            (keys if parse_raw_key(o.key) is not None else stray).append(o.key)
+            (keys if parse_source_key(o.key) is not None else stray).append(o.key)
         for key in stray:
             log.warning("%s: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<20-digit cursor>.jsonl.gz); "
                         "ignored: move it out of raw/", key)
@@ -167,7 +178,7 @@ class Transformer:
             res.quarantined += r.quarantined
             res.duplicates += r.duplicates
             res.files += len(r.files)
-            rk = parse_raw_key(key)
+            rk = parse_source_key(key)
             agg = res.by_product.setdefault(f"{rk.exchange}/{rk.product_id}", {"rows": 0, "quarantined": 0, "duplicates": 0})
             agg["rows"] += r.rows
             agg["quarantined"] += r.quarantined
@@ -182,7 +193,7 @@ class Transformer:
         A damaged object raises DamagedObject after it is recorded under damaged/ with its reason.
         was_damaged: whether a damaged/ record exists (None: look).
         """
-        rk = parse_raw_key(raw_key)
+        rk = parse_source_key(raw_key)
         if rk is None:
             raise SchemahubError(f"{raw_key}: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<cursor>.jsonl.gz)")
         try:
@@ -207,7 +218,11 @@ class Transformer:
         if (header.exchange, header.product_id, header.start) != (rk.exchange, rk.product_id, rk.start):
             raise DamagedObject(raw_key, f"header names {header.exchange}/{header.product_id} from cursor "
                                          f"{header.start}, not what its key says")
-        compiled, same_id = self._load(header.exchange)
+        if header.lines == rawobject.LINES_CSV:
+            # The archive's id column is the trade id the header's min_id/max_id were read from.
+            compiled, same_id = self.compiled_csv(header.exchange), True
+        else:
+            compiled, same_id = self._load(header.exchange)
         table, bad, info = build_table(compiled, rest, header=header.doc, raw_key=raw_key, fetched=header.fetched_at,
                                   n=header.count,  # split() checked the line count against the header
                                   integer_ids=self._integer_ids.get(header.exchange, False))
@@ -309,21 +324,31 @@ _GENESIS_US = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z: no crypto trade is 
 _FUTURE_US = 86_400_000_000          # a trade more than a day after its object was fetched is a misprint
 
 
-def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, fetched: datetime,
+def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, raw_key: str, fetched: datetime,
                 n: int | None = None, integer_ids: bool = False) -> tuple[pa.Table, pa.Table, dict]:
     """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons, info).
 
     info: duplicates (exact repeats of a trade id dropped: the first line wins), id_range (min, max) of
-    the numeric trade ids of every line, or None if some id is not numeric.
+    the numeric trade ids of every line, or None if some id is not numeric; header_rows: 1 when the lines
+    open with a CSV header row (column names, not a trade: dropped), else 0.
     """
+    skipped = 0
+    if isinstance(compiled, CompiledCsv) and rest:
+        cut = compiled.header_row(rest)
+        if cut:
+            rest, skipped = rest[cut:], 1
+            n = None if n is None else n - 1
     lines = LazyLines(rest, n)
     n = len(lines)
-    cols, bad = compiled.apply(lines, rest)
+    try:
+        cols, bad = compiled.apply(lines, rest)
+    except NotText as e:
+        raise DamagedObject(raw_key, str(e)) from None
     _check_values(cols, bad, fetched)
     if integer_ids and n:
         _check_integer_ids(cols["trade_id"], bad)
     ints = _int_ids(cols["trade_id"]) if n else None
-    info = {"duplicates": 0, "id_range": None}
+    info = {"duplicates": 0, "id_range": None, "header_rows": skipped}
     if ints is not None:
         info["id_range"] = tuple(v.as_py() for v in pc.min_max(ints).values())
     good = bad.reason.is_null()
@@ -355,7 +380,7 @@ def build_table(compiled: Compiled, rest: bytes, *, header: dict, raw_key: str, 
     if n_bad == 0:
         return table, empty, info
     bad_mask = pc.invert(good)
-    line_no = pc.add(pc.cumulative_sum(constant(1, pa.int64(), n)), 1)  # line 1 is the header
+    line_no = pc.add(pc.cumulative_sum(constant(1, pa.int64(), n)), 1 + skipped)  # line 1 is the header
     quarantined = pa.table({
         "raw_key": constant(raw_key, pa.string(), n_bad),
         "line": line_no.filter(bad_mask),

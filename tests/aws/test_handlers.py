@@ -117,6 +117,10 @@ def test_cycles_land_transform_and_page_under_aws_rules(world):
     assert all(GEO in f["error"] for f in outputs[-1]["failed"] if f["exchange"] == "binance"), outputs[-1]["failed"]
     assert binance_requests[1] == binance_requests[-1] > 0 and len(world.sims["binance"].requests) == binance_requests[1]
 
+    # The daily audit (its EventBridge rule's event) finds every landed id in the table.
+    audit = world.sandbox("handlers.audit.handler").invoke({"time": "2026-12-02T01:30:00Z"})
+    assert audit.error is None and audit.result["missing_trades"] == 0, (audit.error, audit.result)
+
     # No call of any function was denied: each role grants what its function does, with S3's 403 rule applied.
     for sb in world.sandboxes.values():
         for inv in sb.invocations:

@@ -88,6 +88,8 @@ def test_every_custom_metric_read_by_the_dashboard_or_an_alarm_is_emitted_with_t
     transform = world.sandbox("handlers.transform.handler").invoke(
         sqs_event([s3_notification(world.bucket, f"schemahub/{key}")]))
     assert transform.error is None and not transform.denied(), (transform.error, transform.denied())
+    audit = world.sandbox("handlers.audit.handler").invoke({"time": "2026-12-02T01:30:00Z"})
+    assert audit.error is None and not audit.denied(), (audit.error, audit.denied())
     emitted = _emitted(world)
     assert emitted, ("no EMF output captured", ingest.stdout[-5:], transform.stdout[-5:])
     readers = [(title, m) for title, m in dashboard_metrics(world.dep.dashboard())]

@@ -110,7 +110,8 @@ def test_dashboard_and_alarms(synth):
                    "RowsQuarantined", "IngestErrors", "ApproximateNumberOfMessagesVisible", "ExecutionsFailed"):
         assert metric in body, metric
     alarms = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()]
-    assert len(alarms) == 8  # freshness, DLQ, failed executions, failed products, errors of each of 4 functions
+    # freshness, DLQ, failed executions, failed products, errors of each of 4 functions; the audit's two
+    assert len(alarms) == 10
     assert any("Metrics" in a and "FreshnessSeconds" in json.dumps(a["Metrics"]) for a in alarms)
     assert any(a.get("MetricName") == "ApproximateNumberOfMessagesVisible" for a in alarms)
     assert any(a.get("MetricName") == "ExecutionsFailed" for a in alarms)

@@ -79,9 +79,13 @@ class ProductResult:
     ids_backwards: int = 0
     duplicates: int = 0
     warnings: list = field(default_factory=list)
+    # The archive (sources/archive.py): objects landed from archive files, and files found replaced since they
+    # landed ({"file", "landed_sha256", "now_sha256"}): reported, never mixed in; the CLI exits non-zero.
+    archive_objects: int = 0
+    replaced: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", [])}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", []) and (k != "archive_objects" or v)}
 
 
 @dataclass
@@ -115,9 +119,14 @@ class Lander:
                 return self._plan(product, opts, res, deadline)
             lease = Lease(self.store, self.exchange, product.product_id, opts.lease_ttl_s, self.clock)
             self._acquire(lease, opts, deadline)
+            archive = self.source.archive
             try:
+                if archive is not None:
+                    archive.begin(product.product_id)
                 self._run(product, opts, res, lease, deadline)
             finally:
+                if archive is not None:
+                    archive.end(product.product_id)
                 lease.release()
         except LeaseHeld as e:
             res.status, res.message = "skipped", str(e)
@@ -178,6 +187,8 @@ class Lander:
                                         "why": "nothing has landed yet, so the chain starts at the earlier --since"}
             else:
                 res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+        if self.source.archive is not None:  # trades up to the end of this day come from archive files
+            res.plan["archive_through"] = self.source.archive.newest_published_day().isoformat()
         if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
             res.plan["to_land"] = None
             res.plan["head_cursor"] = head
@@ -212,6 +223,8 @@ class Lander:
             start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
             if start < cp.lo:
                 cp = self._earlier(cp, start, first is None, res)
+        if self.source.archive is not None:
+            self._recheck_archive(product, res, deadline)
         for _ in range(3):
             try:
                 cp = self._walk(product, cp, head, res, lease, deadline)
@@ -224,6 +237,16 @@ class Lander:
         else:
             raise SchemahubError(f"{self.exchange}/{pid}: another run keeps landing the same keys; stopping")
         res.lo, res.hi = cp.lo, cp.hi
+
+    def _recheck_archive(self, product: Product, res: ProductResult, deadline) -> None:
+        """Report archive files landed recently whose checksum has changed since (replaced by the exchange)."""
+        replaced = self.source.archive.recheck(self.store, product, deadline)
+        if replaced:
+            res.replaced += replaced
+            _warn(res, [f"{self.exchange}: {product.symbol}: archive file {r['file']} was replaced after it landed "
+                        f"(SHA-256 {r['landed_sha256']} landed, {r['now_sha256']} now): the landed rows are kept and "
+                        "the new file is not mixed in; compare them before re-ingesting that day elsewhere"
+                        for r in replaced])
 
     # ------------------------------------------------------------ checks of what the store holds
     def _raw_keys(self, pid: str):
@@ -366,9 +389,14 @@ class Lander:
         if existing is not None:
             # A crashed or concurrent run already landed this object: adopt it.
             return _Group(key, start, existing, None, caught_up=False)
+        if self.source.archive is not None:
+            group = self._archive_group(product, key, start, upper, head, res, deadline)
+            if group is not None:
+                return group
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
+        gaps: list[list[int]] = []  # confirmed gaps (inclusive id ranges), recorded in the header for the audit
         cursor, caught_up = start, False
         for n in range(self.source.spec.source.trades.pages_per_object):
             if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
@@ -382,11 +410,28 @@ class Lander:
                 break  # the run's time is strict (sources/http.py): land the whole pages already fetched
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
+            gaps += [[a, b] for a, b in chunk.gaps]
             if caught_up or (upper is not None and cursor >= upper):
                 break
         # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
-        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests) if cursor > start else None
+        header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests,
+                              gaps) if cursor > start else None
         return _Group(key, start, cursor, header, lines, caught_up)
+
+    def _archive_group(self, product: Product, key: str, start: int, upper, head: int, res: ProductResult, deadline):
+        """The next object cut from an archive file (verified, ids contiguous from start + 1), or None: REST."""
+        notes: list[str] = []
+        sl = self.source.archive.slice(self.store, product, start, upper, head, notes, deadline)
+        if notes:
+            _warn(res, notes)
+        if sl is None:
+            return None
+        res.pages += sl.sent
+        header = self._header(product, start, sl.end, len(sl.lines), sl.min_id, sl.max_id, sl.requests,
+                              lines=rawobject.LINES_CSV, source=sl.source)
+        if self.progress:
+            self.progress(self.exchange, product.product_id, len(sl.lines), sl.end, head)
+        return _Group(key, start, sl.end, header, sl.lines, caught_up=sl.end >= head, archive=True)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -419,11 +464,15 @@ class Lander:
                                      "(the next run fetches its range again)") from None
         return h.end
 
-    def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str]) -> dict:
+    def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str],
+                gaps: list | None = None, **extra) -> dict:
+        # `gaps`: ids in (start, end] the exchange confirmed it never served (`schemahub audit` reads them).
+        if gaps:
+            extra["gaps"] = sorted(gaps)
         return rawobject.make_header(
             exchange=self.exchange, product_id=product.product_id, symbol=product.symbol, base=product.base,
             quote=product.quote, start=start, end=end, count=count, min_id=min_id, max_id=max_id,
-            fetched_at=_iso(self.clock.now()), requests=requests,
+            fetched_at=_iso(self.clock.now()), requests=requests, **extra,
         )
 
 
@@ -437,6 +486,7 @@ class _Group:
     header: dict | None
     lines: list[bytes] | None = None
     caught_up: bool = False
+    archive: bool = False  # cut from an archive file
 
 
 class _ChainDiverged(SchemahubError):
@@ -484,6 +534,7 @@ class _Writer:
                 lander.store.put(g.key, rawobject.encode(g.header, g.lines), if_none_match=True)
                 res.objects += 1
                 res.trades += len(g.lines)
+                res.archive_objects += g.archive
             except PreconditionFailed:
                 existing = lander._existing_end(g.key, g.start)
                 res.adopted += 1
@@ -504,7 +555,12 @@ def _page_checks(chunk: Chunk, res: ProductResult, requests: list[str], exchange
     res.duplicates += chunk.duplicates
     for w in chunk.warnings:
         log.warning("%s", w)
-    res.warnings += chunk.warnings[: max(0, 100 - len(res.warnings))]  # a bounded sample; the counts are exact
+    _warn(res, chunk.warnings)
+
+
+def _warn(res: ProductResult, texts: list[str]) -> None:
+    """Add warnings to the product's result (a bounded sample; the counts are exact) and its message."""
+    res.warnings += texts[: max(0, 100 - len(res.warnings))]
     if res.warnings and (not res.message or res.message.startswith("warning:")):
         res.message = f"warning: {res.warnings[0]}" + (f" (+{len(res.warnings) - 1} more)" if len(res.warnings) > 1 else "")
 

@@ -17,7 +17,7 @@ from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.errors import ChainBroken, DamagedObject, NotFound
 from schemahub.landing.checkpoint import Checkpoint, Checkpoints
 from schemahub.landing.lease import Lease
-from schemahub.layout import checkpoint_key, parse_raw_key, raw_prefix
+from schemahub.layout import checkpoint_key, parse_amendment_key, parse_raw_key, raw_prefix
 from schemahub.store.base import ObjectStore
 
 
@@ -70,6 +70,8 @@ def rebuild(store: ObjectStore, exchange: str, product_id: str) -> tuple[Checkpo
     notes: list[str] = []
     for info in store.list(raw_prefix(exchange, product_id)):
         rk = parse_raw_key(info.key)
+        if rk is None and parse_amendment_key(info.key) is not None:
+            continue  # an audit repair's amendment: outside the chain by design
         if rk is None or rk.product_id != product_id:
             notes.append(f"ignored {info.key} (not a raw object key)")
             continue

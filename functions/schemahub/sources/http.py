@@ -29,7 +29,15 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
+from schemahub.errors import (
+    BodyTooLarge,
+    DeadlineReached,
+    ExchangeBanned,
+    GeoBlocked,
+    Retryable,
+    RetryBudgetExhausted,
+    SourceError,
+)
 from schemahub.sources import httpdeadline
 
 log = logging.getLogger("schemahub.http")
@@ -222,12 +230,15 @@ class HttpClient:
         parse: Callable[[Response], Any] | None = None,
         headers: dict[str, str] | None = None,
         deadline: float | None = None,
+        accept: frozenset[int] = frozenset(),
     ) -> Response:
         """GET url; retry transient failures; return the response with `parsed` set by parse().
 
         parse may raise Retryable for a body that is truncated or otherwise
         transient. Raises RetryBudgetExhausted, ExchangeBanned, SourceError or
-        DeadlineReached (deadline is a clock.monotonic() value).
+        DeadlineReached (deadline is a clock.monotonic() value). A status in
+        `accept` (e.g. 404 for an archive file not published) is returned as
+        it is, unparsed, with at most ERROR_BODY_BYTES of its body.
         """
         full = url + ("?" + urlencode(params) if params else "")
         host = _host(full)
@@ -267,6 +278,8 @@ class HttpClient:
                         return Response(status, rheaders, body, full, parse(resp))
                     except Retryable as e:
                         last, reason, retry_after = f"bad body: {e}", "bad_body", _seconds(e.retry_after)
+                elif status in accept:
+                    return Response(status, rheaders, body, full)
                 elif status in _RETRY_STATUS:
                     last, reason = f"HTTP {status} from {host}: {body[:120]!r}", f"http_{status}"
                     retry_after = self._retry_after(rheaders.get("Retry-After"), full)
@@ -345,7 +358,7 @@ class HttpClient:
     def _read_body(self, r, full: str, host: str, until: float, run_bound: bool, limit: int, strict: bool) -> bytes:
         declared = str(r.headers.get("Content-Length") or "").strip()
         if strict and declared.isdigit() and int(declared) > limit:
-            raise SourceError(
+            raise BodyTooLarge(
                 f"{self.name}: the response from {full} announces {_mib(int(declared))} (Content-Length), larger than "
                 f"the {_mib(limit)} cap on a response body; refusing it: lower trades.page_size, or raise max_body_bytes"
             )
@@ -368,7 +381,7 @@ class HttpClient:
                     chunks.append(chunk[: len(chunk) - (size - limit)])
                     r.close()
                     return b"".join(chunks)
-                raise SourceError(
+                raise BodyTooLarge(
                     f"{self.name}: the response from {full} is larger than the {_mib(limit)} cap on a response body "
                     f"(more than {size} bytes so far); refusing it: lower trades.page_size, or raise max_body_bytes"
                 )

@@ -51,7 +51,10 @@ def _dec(value: Decimal | None) -> str | None:
 
 def stats_payload(store: ObjectStore, now: datetime, *, fresh_s: float = FRESH_S, stale_s: float = STALE_S) -> dict:
     """/api/stats: one entry per exchange and product, and the totals the page shows at the top."""
+    from schemahub.audit import coverage
+
     qcounts = quarantined_rows(store)
+    audited = coverage(store)  # the latest audit reports (audit/), per product
     products = []
     seen = set()
     for r in stats(store, now=now):
@@ -66,6 +69,7 @@ def stats_payload(store: ObjectStore, now: datetime, *, fresh_s: float = FRESH_S
             "raw_bytes": r.get("raw_bytes", 0), "curated_bytes": r.get("curated_bytes", 0),
             "compacted_bytes": r.get("compacted_bytes", 0), "table_bytes": table_bytes,
             "bytes_per_trade": r.get("bytes_per_trade"), "quarantined": qcounts.get(key, 0),
+            "audit": audited.get(key),  # {coverage, days, ok, missing, audited_at}, or None if never audited
         })
     for (ex, pid), n in sorted(qcounts.items()):
         if (ex, pid) not in seen:  # every row of a product refused: it still shows, with its count

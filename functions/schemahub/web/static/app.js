@@ -126,6 +126,9 @@ function renderTable(doc, coverage) {
     cell(fmtBytes(p.table_bytes), "num");
     cell(p.bytes_per_trade == null ? "–" : p.bytes_per_trade.toFixed(1), "num");
     cell(fmtInt(p.quarantined), "num" + (p.quarantined ? " warn" : ""));
+    const au = p.audit;  // the latest `schemahub audit` reports: coverage of the ids the exchange served
+    cell(!au || au.coverage == null ? "–" : (100 * au.coverage).toFixed(3) + "%" + (au.ok ? "" : " ✗"),
+         "num" + (au && !au.ok ? " warn" : ""));
     const tl = el("td");
     const cov = byKey.get(marketKey(p));
     tl.append(timeline(cov, range));
