@@ -37,11 +37,12 @@ def make_source(
     mappings_dir: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
     archive_url: str | None = None,
+    archive: bool = True,
 ) -> Source:
     """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping.
 
     The archive's files come from archive_url, else SCHEMAHUB_<EX>_ARCHIVE_URL, else base_url (see
-    with_base_url), else the mapping.
+    with_base_url), else the mapping. archive=False pages REST only (the ingest Lambda, which has no pyarrow).
     """
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
@@ -49,6 +50,8 @@ def make_source(
     archive_url = archive_url or (settings.archive_url(exchange) if spec.archive is not None else None)
     if archive_url:
         spec = with_archive_url(spec, archive_url)
+    if not archive:
+        spec = spec.model_copy(update={"archive": None})
     source = source_from_spec(spec, rate=rate, clock=clock)
     source.mappings_dir = mappings_dir  # its listing unifies assets with this folder's assets.yaml
     return source

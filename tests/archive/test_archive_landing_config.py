@@ -67,3 +67,11 @@ def test_a_bad_archive_path_template_fails_at_load_naming_the_key(tmp_path):
     f.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="daily_path"):
         load_exchange("binance", tmp_path / "m")
+
+
+def test_the_ingest_lambda_pages_rest_only_and_never_imports_pyarrow():
+    # The ingest Lambda's layer has no pyarrow (tests/aws/test_stack.py), and the archive's reader needs it.
+    assert make_source("binance", archive=False).archive is None
+    assert make_source("binance").archive is not None
+    handler = (ROOT / "functions" / "handlers" / "ingest.py").read_text()
+    assert "make_source(item.exchange, archive=False)" in handler
