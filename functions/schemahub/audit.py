@@ -35,11 +35,13 @@ from schemahub import rawobject
 from schemahub.errors import DamagedObject, NotFound, SchemahubError
 from schemahub.layout import (
     audit_key,
+    CHECKPOINTS,
     audit_prefix,
     curated_prefix,
     manifest_key,
     marker_prefix,
     parse_audit_key,
+    parse_checkpoint_key,
     parse_source_key,
     raw_name,
     raw_prefix,
@@ -132,6 +134,11 @@ def products_in(store: ObjectStore, exchange: str | None = None, product_id: str
         v = table_partition(info.key, warn=False)
         if v is not None:
             found.add(v[1][:2])
+    # A checkpoint says ids were landed, even where its raw objects and table files are all gone.
+    for info in store.list(CHECKPOINTS + (f"{exchange}/" if exchange else "")):
+        v = parse_checkpoint_key(info.key)
+        if v is not None:
+            found.add(v)
     return sorted(p for p in found if product_id is None or p[1] == product_id)
 
 
@@ -189,15 +196,20 @@ def _keys_in(store: ObjectStore, exchange: str, product_id: str, window: tuple[i
 
 def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: ProductAudit,
          window: tuple[int, int] | None = None):
-    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]), over the objects whose range
-    meets the id window (all of them without one)."""
+    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]; the chain's cursor range
+    (lowest start, highest end) or None), over the objects whose range meets the id window (all without one).
+
+    A gap is believed only inside its own object's cursor range (no page of another range could confirm it);
+    one that is not is reported in pa_.damaged and left out."""
     done = {o.key for o in store.list(marker_prefix(raw_prefix(exchange, product_id)))}
     from schemahub.layout import marker_key
     from schemahub.mapping import NotText
     from schemahub.transform import LazyLines, _check_values
 
     compiled = transformer.compiled(exchange)
-    pieces, gaps = [], []
+    from schemahub.layout import parse_raw_key
+
+    pieces, gaps, chain = [], [], None
     for key in _keys_in(store, exchange, product_id, window):
         info = _Key(key)
         try:
@@ -207,11 +219,19 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
         except DamagedObject as e:
             pa_.damaged.append(f"{info.key}: {e.reason}")
             continue
+        if parse_raw_key(info.key) is not None:
+            chain = (min(chain[0], header.start), max(chain[1], header.end)) if chain else (header.start, header.end)
         for g in (header.doc or {}).get("gaps") or []:
             try:
-                gaps.append((int(g[0]), int(g[1])))
+                ga, gb = int(g[0]), int(g[1])
             except (TypeError, ValueError, IndexError):
                 log.warning("%s: unreadable gap %r in its header; ignored", info.key, g)
+                continue
+            if not header.start < ga <= gb <= header.end:
+                pa_.damaged.append(f"{info.key}: its header's gap [{ga}, {gb}] lies outside its own ids "
+                                   f"({header.start}, {header.end}]: not believed")
+                continue
+            gaps.append((ga, gb, info.key))
         if not header.count:
             continue
         n = header.count
@@ -238,7 +258,7 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
     schema = pa.schema([("id", pa.int64()), ("time", _US), ("quarantined", pa.bool_()), ("transformed", pa.bool_())])
     table = pa.concat_tables(pieces) if pieces else schema.empty_table()
     table = table.filter(pc.is_valid(table["id"])) if table.num_rows else table
-    return table, sorted(gaps)
+    return table, sorted(gaps), chain
 
 
 @dataclass(frozen=True)
@@ -367,10 +387,13 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         cp = Checkpoints(store).load(exchange, product_id)
         window = None
         if res.contiguous and (start or end):
-            from datetime import date, timedelta
+            # The nearest day with table files on each side (not merely the day next to it: a hole may span
+            # whole days, and its edges are the trades around it).
+            from schemahub.layout import parse_partition
 
-            around = ((date.fromisoformat(start) - timedelta(days=1)).isoformat() if start else None,
-                      (date.fromisoformat(end) + timedelta(days=1)).isoformat() if end else None)
+            have = sorted(v[2] for v in map(parse_partition, layout.files) if v and v[:2] == (exchange, product_id))
+            around = (max((d for d in have if d < start), default=start) if start else None,
+                      min((d for d in have if d > end), default=end) if end else None)
             table, day_info = _table(store, exchange, product_id, layout, around)
             if table.num_rows:
                 lo_w, hi_w = (v.as_py() for v in pc.min_max(table["id"]).values())
@@ -381,7 +404,7 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
                 table, day_info = _table(store, exchange, product_id, layout)  # nothing there: audit it all
         else:
             table, day_info = _table(store, exchange, product_id, layout)
-        raw, gaps = _raw(store, exchange, product_id, transformer, res, window)
+        raw, gaps, chain = _raw(store, exchange, product_id, transformer, res, window)
     except SchemahubError as e:
         res.error = str(e)
         return res
@@ -395,6 +418,14 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
             per_day[r["date"]] = {"rows": r["id_count"], "distinct_ids": r["id_count_distinct"],
                                   "first_id": r["id_min"], "last_id": r["id_max"],
                                   "first_time": _iso(r["time_min"]), "last_time": _iso(r["time_max"])}
+        # Duplicates as the readers see them, over the whole table: a row repeats a trade id read before it (in
+        # its own day, or in another day's files: a part misfiled under another date), sorted by (id, date).
+        from schemahub.transform import group_heads
+
+        st = table.select(["id", "date"]).sort_by([("id", "ascending"), ("date", "ascending")])
+        heads = pa.table({"date": st["date"], "head": pc.cast(group_heads(st["id"].combine_chunks()), pa.int64())})
+        for r in heads.group_by("date").aggregate([("head", "sum")]).to_pylist():
+            per_day[r["date"]]["duplicates"] = per_day[r["date"]]["rows"] - r["head_sum"]
     raw_day: dict[str, dict] = {}
     if raw.num_rows:
         rd = raw.filter(pc.is_valid(raw["time"]))
@@ -411,6 +442,13 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
     present = present.take(pc.sort_indices(present))
 
     holes: list[dict] = []
+    if res.contiguous and cp is None and chain is not None:
+        # No checkpoint (lost, or never written): the raw chain's own cursor range says what was landed.
+        from schemahub.landing.checkpoint import Checkpoint
+
+        cp = Checkpoint(exchange, product_id, chain[0], chain[1])
+        res.damaged.append(f"{exchange}/{product_id}: no checkpoint; audited over the raw chain's ids "
+                           f"({chain[0]}, {chain[1]}]")
     if res.contiguous and cp is not None:
         res.lo, res.hi = cp.lo, cp.hi
         landed = [(cp.lo + 1, cp.hi)]
@@ -427,7 +465,16 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
             bottom, top = max(bottom, window[0]), min(top, window[1])
         ranges = [(a, b, "landed") for a, b in landed]
         # Ids the raw objects hold that the table lacks, labelled by why (vectorized over the raw ids).
-        cover = [(a, b, CONFIRMED) for a, b in gaps]
+        # A gap is confirmed only if no trade at all was seen inside it (raw or table): a header whose gap holds
+        # trades is not believed, for any of its ids.
+        seen = pc.unique(pa.concat_arrays([present, raw_ids])) if len(raw_ids) else present
+        seen = seen.take(pc.sort_indices(seen))
+        cover = []
+        for a, b, key in gaps:
+            if _bisect(seen, b + 1) > _bisect(seen, a):
+                res.damaged.append(f"{key}: its header's gap [{a}, {b}] holds trades that were served: not believed")
+            else:
+                cover.append((a, b, CONFIRMED))
         if raw.num_rows:
             lacking = raw.filter(pc.invert(pc.is_in(raw["id"], value_set=present)))
             if lacking.num_rows:
@@ -448,6 +495,17 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
                     holes.append({"from": u, "to": v, "ids": v - u + 1, "class": label or UNEXPLAINED})
         # Attribute each hole to the day of the trade before it (or after it, at the start).
         _attribute(holes, table, raw)
+        if start or end:
+            inside = []
+            for h in holes:
+                if (start and h.get("until", h.get("date", "")) < start) or (end and h.get("date", "") > end):
+                    continue
+                if start and h.get("date") and h["date"] < start:
+                    h["date"] = start  # a hole reaching into the window from before it: reported on its first day
+                inside.append(h)
+            holes = inside
+        for h in holes:
+            h.pop("until", None)
     res.holes = holes
 
     dates = sorted(set(per_day) | set(raw_day) | set(day_info) | {h["date"] for h in holes if h.get("date")})
@@ -464,7 +522,7 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         expected = t["distinct_ids"] + sum(missing.values()) if res.contiguous else None
         servable = (expected - missing[CONFIRMED] - missing[NOT_LANDED]) if expected is not None else None
         rep = {"exchange": exchange, "product_id": product_id, "date": d, **t,
-               "duplicates": t["rows"] - t["distinct_ids"],
+               "duplicates": t.get("duplicates", t["rows"] - t["distinct_ids"]),
                "raw_lines": r.get("raw_lines", 0), "raw_duplicates": r.get("raw_duplicates", 0),
                "quarantined": r.get("quarantined", 0), **info, "contiguous_ids": res.contiguous,
                "ids_expected": expected, "holes": day_holes, "missing": missing,
@@ -472,8 +530,6 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         rep["ok"] = (not missing[LOST] and not missing[UNEXPLAINED] and not rep["duplicates"]
                      and not rep["compaction_duplicates"] and not rep["stray_parts"] and rep["compacted_agrees"] is not False)
         res.days.append(rep)
-    if start or end:
-        res.holes = [h for h in holes if (not start or h.get("date", "") >= start) and (not end or h.get("date", "9") <= end)]
     return res
 
 
@@ -490,7 +546,8 @@ def _disjoint(cover: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
 
 
 def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
-    """Set each hole's `date`: the UTC day of the nearest trade below it, else above it (table or raw)."""
+    """Set each hole's `date`: the UTC day of the nearest trade below it, else above it (table or raw), and its
+    `until`: the day of the nearest trade above it, else below it (the days it may span: date..until)."""
     if not holes:
         return
     both = pa.concat_tables([table.select(["id", "time"]), raw.select(["id", "time"])]) if raw.num_rows else table.select(["id", "time"])
@@ -502,14 +559,21 @@ def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
     days = pc.strftime(both["time"], format="%Y-%m-%d").combine_chunks()
     n = len(ids)
     for h in holes:
-        lo, hi = 0, n  # binary search over the sorted ids: the count of ids below the hole (log n scalar reads)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ids[mid].as_py() < h["from"]:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo, up = _bisect(ids, h["from"]), _bisect(ids, h["to"] + 1)  # ids below the hole; ids up to its end
         h["date"] = days[lo - 1].as_py() if lo else days[0].as_py()
+        h["until"] = days[up].as_py() if up < n else days[n - 1].as_py()
+
+
+def _bisect(ids: pa.Array, x: int) -> int:
+    """The count of values below x in the sorted int64 array ids (binary search: log n scalar reads)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid].as_py() < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _iso(t) -> str | None:

@@ -1,0 +1,216 @@
+"""The audit attacked: damage a hostile exchange, a damaged store or a sceptical user would plant.
+
+Ground truth is the simulator's book and the plant itself (ids computed by hand from the book), never audit.py.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemahub import audit as au
+from schemahub import rawobject
+from schemahub.layout import checkpoint_key, marker_key
+from schemahub.transform import Transformer, write_parquet
+from tests.audit.test_audit import (
+    EX,
+    PID,
+    day_of,
+    drop_from_raw,
+    holes,
+    key_holding,
+    landed,
+    parts,
+    raw_keys,
+    run_audit,
+    truth_ids,
+)
+from tests.transform.helpers import curated_rows
+
+
+def part_of(store, key: str) -> list[str]:
+    name = key.rsplit("/", 1)[-1].split(".")[0] + ".parquet"
+    return [p for p in parts(store) if p.endswith("/" + name)]
+
+
+def test_a_part_misfiled_under_another_day_is_a_duplicate_the_readers_see(tmp_path):
+    # A part copied into another day's folder under its own (raw) name: the readers read its trades twice, once
+    # per day. Neither day repeats an id inside itself.
+    with landed(tmp_path) as (store, s, b, _):
+        src = parts(store)[0]
+        day = src.split("date=")[1].split("/")[0]
+        name = src.rsplit("/", 1)[1]
+        other = next(p for p in parts(store) if f"date={day}/" not in p and not p.endswith("/" + name)
+                     and not any(q.endswith("/" + name) and q.split("date=")[1][:10] == p.split("date=")[1][:10]
+                                 for q in parts(store)))
+        dst = other.rsplit("/", 1)[0] + "/" + name
+        assert not store.exists(dst)
+        store.put(dst, store.get(src).data)
+        n = pq.read_metadata(io.BytesIO(store.get(src).data)).num_rows
+        res = run_audit(store)
+    assert res.products[0].duplicates == n, res.to_dict()
+    assert res.exit_code == au.EXIT_UNEXPLAINED
+
+
+def test_without_its_checkpoint_a_product_is_still_audited_over_its_raw_chain(tmp_path):
+    # The checkpoint object is lost (a damaged store): the raw chain still says which ids were landed.
+    with landed(tmp_path) as (store, s, b, _):
+        gone = set(range(b.first_id + 230, b.first_id + 240))
+        key = key_holding(store, b.first_id + 230)
+        drop_from_raw(store, key, gone, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        store.delete(checkpoint_key(EX, PID))
+        res = run_audit(store)
+    assert holes(res) == [(b.first_id + 230, b.first_id + 239, au.UNEXPLAINED)], res.to_dict()
+    assert res.exit_code == au.EXIT_UNEXPLAINED
+
+
+def test_a_product_whose_raw_and_table_are_gone_but_its_checkpoint_remains_is_audited(tmp_path):
+    with landed(tmp_path) as (store, s, b, _):
+        for k in [o.key for o in store.list("raw/")] + [o.key for o in store.list("curated/")]:
+            store.delete(k)
+        res = run_audit(store)
+    assert [(p.exchange, p.product_id) for p in res.products] == [(EX, PID)]
+    assert holes(res) == [(b.first_id, b.head(), au.UNEXPLAINED)], res.to_dict()
+    assert res.exit_code == au.EXIT_UNEXPLAINED
+
+
+def test_a_confirmed_gap_contradicted_by_the_trades_the_object_holds_is_not_believed(tmp_path):
+    # A header that lies: it claims ids [a, a+19] were never printed, yet its own lines hold a..a+9 (the
+    # exchange served them). The ids a+10..a+19, dropped from raw, are therefore not confirmed missing.
+    with landed(tmp_path) as (store, s, b, src):
+        a = b.first_id + 300
+        key = key_holding(store, a)
+        drop_from_raw(store, key, set(range(a + 10, a + 20)), s.id_of)
+        header, lines = rawobject.decode(store.get(key).data, key)
+        store.put(key, rawobject.encode(dict(header.doc, gaps=[[a, a + 19]]), lines))
+        Transformer(store).transform_object(key, rebuild=True)
+        res = run_audit(store)
+        assert holes(res) == [(a + 10, a + 19, au.UNEXPLAINED)], res.to_dict()
+        fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert fixed.exit_code == 0 and holes(fixed) == [], fixed.to_dict()
+        assert sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b))
+
+
+def test_a_confirmed_gap_outside_its_objects_range_is_not_believed(tmp_path):
+    # A gap recorded in the header of an object whose cursor range does not hold it: no page of that object
+    # could have confirmed it.
+    with landed(tmp_path) as (store, s, b, _):
+        a = b.first_id + 450
+        key = key_holding(store, a)
+        drop_from_raw(store, key, {a, a + 1}, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        liar = key_holding(store, b.first_id + 50)
+        header, lines = rawobject.decode(store.get(liar).data, liar)
+        store.put(liar, rawobject.encode(dict(header.doc, gaps=[[a, a + 1]]), lines))
+        res = run_audit(store)
+    assert holes(res) == [(a, a + 1, au.UNEXPLAINED)], res.to_dict()
+
+
+def test_a_hole_at_the_first_and_at_the_last_id_of_the_chain_is_found_and_repaired(tmp_path):
+    with landed(tmp_path) as (store, s, b, src):
+        first, last = b.first_id, b.head()
+        for ids in ({first, first + 1, first + 2}, {last - 1, last}):
+            key = key_holding(store, min(ids))
+            drop_from_raw(store, key, ids, s.id_of)
+            Transformer(store).transform_object(key, rebuild=True)
+        res = run_audit(store)
+        assert holes(res) == [(first, first + 2, au.UNEXPLAINED), (last - 1, last, au.UNEXPLAINED)], res.to_dict()
+        fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert [r["status"] for r in fixed.repairs] == ["landed", "landed"], fixed.repairs
+        assert fixed.exit_code == 0 and holes(fixed) == [], fixed.to_dict()
+        assert sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b))
+
+
+def test_a_hole_over_several_days_is_in_a_window_that_lies_inside_it(tmp_path):
+    # 15-minute trades over ~6 days; every trade of two whole middle days is gone from raw and table. A window
+    # over one of those days alone must not say "all explained".
+    with landed(tmp_path, interval_us=900_000_000) as (store, s, b, src):
+        days = sorted({day_of(b, i) for i in truth_ids(b)})
+        d1, d2 = days[2], days[3]
+        gone = {i for i in truth_ids(b) if day_of(b, i) in (d1, d2)}
+        for key in sorted({key_holding(store, i) for i in gone}):
+            header, lines = rawobject.decode(store.get(key).data, key)
+            kept = [ln for ln in lines if s.id_of(ln) not in gone]
+            ids = [s.id_of(ln) for ln in kept]
+            store.put(key, rawobject.encode(dict(header.doc, count=len(kept), min_id=min(ids, default=None),
+                                                 max_id=max(ids, default=None)), kept))
+            for p in part_of(store, key):
+                store.delete(p)
+            Transformer(store).transform_object(key, rebuild=True)
+        want = [(min(gone), max(gone), au.UNEXPLAINED)]
+        assert holes(run_audit(store)) == want
+        res = run_audit(store, start=d2, end=d2)
+        assert holes(res) == want and res.exit_code == au.EXIT_UNEXPLAINED, res.to_dict()
+        assert any(h["from"] == min(gone) for d in res.products[0].days for h in d["holes"]), "a day reports it"
+        fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert fixed.exit_code == 0 and sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b))
+
+
+def test_rows_removed_from_a_compacted_copy_are_lost_and_the_copy_disagrees(tmp_path):
+    from datetime import date
+
+    from schemahub.compact import compact, read_layout
+
+    with landed(tmp_path) as (store, s, b, _):
+        compact(store, before=date(2100, 1, 1), min_parts=1)
+        ckey = sorted(read_layout(store).compacted.values())[1]
+        t = pq.read_table(io.BytesIO(store.get(ckey).data))
+        ids = pc.cast(t["trade_id"], pa.int64())
+        lo = pc.min(ids).as_py() + 3
+        store.put(ckey, write_parquet(t.filter(pc.invert(pc.is_in(ids, value_set=pa.array([lo, lo + 1], pa.int64()))))))
+        res = run_audit(store)
+    assert holes(res) == [(lo, lo + 1, au.LOST)] and res.exit_code == au.EXIT_LOST, res.to_dict()
+    assert [d["compacted_agrees"] for d in res.products[0].days].count(False) == 1
+
+
+def test_a_curated_part_deleted_entirely_is_lost(tmp_path):
+    with landed(tmp_path) as (store, s, b, _):
+        key = raw_keys(store)[2]
+        h = rawobject.read_header(store.get(key).data, key)
+        for p in part_of(store, key):
+            store.delete(p)
+        res = run_audit(store)
+    assert holes(res) == [(h.min_id, h.max_id, au.LOST)] and res.exit_code == au.EXIT_LOST, res.to_dict()
+
+
+def test_a_raw_object_and_its_parts_deleted_entirely_are_unexplained_and_repaired_once(tmp_path):
+    with landed(tmp_path) as (store, s, b, src):
+        key = raw_keys(store)[3]
+        h = rawobject.read_header(store.get(key).data, key)
+        for p in part_of(store, key):
+            store.delete(p)
+        store.delete(key)
+        store.delete(marker_key(key))
+        res = run_audit(store)
+        assert holes(res) == [(h.min_id, h.max_id, au.UNEXPLAINED)], res.to_dict()
+        fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert fixed.exit_code == 0 and [r["trades"] for r in fixed.repairs] == [h.count]
+        assert sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b))
+
+
+def test_a_trade_in_two_raw_objects_is_a_duplicate(tmp_path):
+    # An object planted by hand over a range the chain already holds (its name is a different start).
+    with landed(tmp_path) as (store, s, b, _):
+        key = raw_keys(store)[2]
+        header, lines = rawobject.decode(store.get(key).data, key)
+        start = header.start + 40
+        kept = [ln for ln in lines if s.id_of(ln) > start]
+        name = key.rsplit("/", 1)[0] + f"/{start:020d}.jsonl.gz"
+        store.put(name, rawobject.encode(dict(header.doc, cursor_start=str(start), count=len(kept),
+                                              min_id=s.id_of(kept[0])), kept))
+        Transformer(store).run()
+        res = run_audit(store)
+    assert res.products[0].duplicates == len(kept) and res.exit_code == au.EXIT_UNEXPLAINED, res.to_dict()
+
+
+def test_a_repeated_row_inside_one_part_is_a_duplicate(tmp_path):
+    with landed(tmp_path) as (store, s, b, _):
+        p = parts(store)[2]
+        t = pq.read_table(io.BytesIO(store.get(p).data))
+        store.put(p, write_parquet(pa.concat_tables([t, t.slice(0, 1)])))
+        res = run_audit(store)
+    assert res.products[0].duplicates == 1 and res.exit_code == au.EXIT_UNEXPLAINED
