@@ -340,11 +340,19 @@ def _gaps_of(present: pa.Array, lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def _cut(a: int, b: int, cover: list[tuple[int, int, str]]) -> list[tuple[int, int, str | None]]:
-    """[a, b] split by sorted disjoint labelled intervals: covered pieces get their label, the rest None."""
+def _cut(a: int, b: int, cover: list[tuple[int, int, str]], ends: list[int] | None = None
+         ) -> list[tuple[int, int, str | None]]:
+    """[a, b] split by sorted disjoint labelled intervals: covered pieces get their label, the rest None.
+    With `ends` (the intervals' ends, in order), the scan starts at the first interval ending at or after a
+    (a binary search), so many holes against many intervals cost holes x log(intervals), not their product."""
+    import bisect
+
     out, at = [], a
-    for x, y, label in cover:
-        if y < at or x > b:
+    for i in range(bisect.bisect_left(ends, a) if ends is not None else 0, len(cover)):
+        x, y, label = cover[i]
+        if x > b:  # sorted: every later interval starts after b too
+            break
+        if y < at:
             continue
         if x > at:
             out.append((at, x - 1, None))
@@ -489,10 +497,14 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
                 t = t.filter(group_heads(t["id"].combine_chunks()))
                 cover += _labelled_runs(t["id"].combine_chunks(), t["label"].combine_chunks())
         cover = _disjoint(sorted(cover))
+        ends = [y for _, y, _ in cover]
         for a, b in _gaps_of(present, bottom, top):
             for x, y, inside in _cut(a, b, ranges):
-                for u, v, label in ([(x, y, NOT_LANDED)] if inside is None else _cut(x, y, cover)):
-                    holes.append({"from": u, "to": v, "ids": v - u + 1, "class": label or UNEXPLAINED})
+                # Outside the landed ranges a missing id is not landed yet, unless raw says otherwise (an object
+                # written beyond a checkpoint that was not moved: its ids lacking from the table are lost).
+                for u, v, label in _cut(x, y, cover, ends):
+                    holes.append({"from": u, "to": v, "ids": v - u + 1,
+                                  "class": label or (NOT_LANDED if inside is None else UNEXPLAINED)})
         # Attribute each hole to the day of the trade before it (or after it, at the start).
         _attribute(holes, table, raw)
         if start or end:
@@ -591,13 +603,26 @@ def report_bytes(day: dict, audited_at: str) -> bytes:
     return (json.dumps({**day, "audited_at": audited_at}, sort_keys=True, indent=1) + "\n").encode()
 
 
-def write_reports(store: ObjectStore, result: AuditResult) -> list[str]:
+def write_reports(store: ObjectStore, result: AuditResult, start: str | None = None, end: str | None = None
+                  ) -> list[str]:
+    """Write each audited product-day's report, and delete the product's older reports of days inside the
+    audited window (start..end, None: open) that this audit no longer reports (their trades are gone: such a
+    day's hole is reported on the day it starts), so no report outlives what it described."""
     keys = []
     for p in result.products:
+        mine = set()
         for d in p.days:
             key = audit_key(p.exchange, p.product_id, d["date"])
             store.put(key, report_bytes(d, result.audited_at))
             keys.append(key)
+            mine.add(key)
+        if p.error:
+            continue
+        for info in store.list(audit_prefix(p.exchange, p.product_id)):
+            parsed = parse_audit_key(info.key)
+            if (parsed is not None and info.key not in mine and (not start or parsed[2] >= start)
+                    and (not end or parsed[2] <= end)):
+                store.delete(info.key)
     return keys
 
 
@@ -665,14 +690,19 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
         lines, requests, gaps = [], [], []
         cursor = a - 1
         # Asked up to b + 1, a trade the table holds: a gap is confirmed only with trades on both sides of it.
-        while cursor < b:
-            chunk = source.fetch(product.symbol, cursor, head=head, upper=b + 1, deadline=deadline)
-            if chunk.end <= cursor:
-                break
-            lines += chunk.lines
-            requests += [r for r in [chunk.request, *chunk.more_requests] if r]
-            gaps += [[x, min(y, b)] for x, y in chunk.gaps if x <= b]
-            cursor = chunk.end
+        try:
+            while cursor < b:
+                chunk = source.fetch(product.symbol, cursor, head=head, upper=b + 1, deadline=deadline)
+                if chunk.end <= cursor:
+                    break
+                lines += chunk.lines
+                requests += [r for r in [chunk.request, *chunk.more_requests] if r]
+                gaps += [[x, min(y, b)] for x, y in chunk.gaps if x <= b]
+                cursor = chunk.end
+        except SchemahubError as e:  # this hole failed (an outage, a deadline): the others are still asked for
+            done.append({"exchange": pa_.exchange, "product_id": pa_.product_id, "from": a, "to": b, "key": key,
+                         "status": f"failed: {e}"})
+            continue
         # Keep the hole's ids alone (a hole's few lines: parsed one by one, never the product's trades).
         id_field = source.t.id_field
         pairs = [(int(json.loads(ln)[id_field]), ln) for ln in lines]

@@ -109,13 +109,17 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
             except SchemahubError as e:
                 done = [{"exchange": ex, "product_id": pid, "status": f"failed: {e}"}]
             result.repairs += done
-            for r in done:
-                if r.get("status") == "landed":
+            # "already landed": another repair wrote it first (racing this one); transforming it again is safe.
+            fresh = [r for r in done if r.get("status") in ("landed", "already landed")]
+            for r in fresh:
+                try:
                     transformer.transform_object(r["key"])
-            if any(r.get("status") == "landed" for r in done):
+                except SchemahubError as e:  # a damaged amendment (recorded under damaged/): the audit says so
+                    r["status"] += f"; not transformed: {e}"
+            if fresh:
                 p = au.audit_product(store, ex, pid, layout=read_layout(store), transformer=transformer, start=start,
                                      end=end, mappings_dir=mappings_dir)
         result.products.append(p)
     if write:
-        result.reports = au.write_reports(store, result)
+        result.reports = au.write_reports(store, result, start, end)
     return result

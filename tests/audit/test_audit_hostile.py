@@ -214,3 +214,117 @@ def test_a_repeated_row_inside_one_part_is_a_duplicate(tmp_path):
         store.put(p, write_parquet(pa.concat_tables([t, t.slice(0, 1)])))
         res = run_audit(store)
     assert res.products[0].duplicates == 1 and res.exit_code == au.EXIT_UNEXPLAINED
+
+
+def test_a_part_deleted_beyond_a_stale_checkpoint_is_lost_not_not_landed(tmp_path):
+    # The lander wrote its last object, then died before moving the checkpoint: the object is in raw (and
+    # transformed). Its table rows deleted are our loss, not "not landed yet".
+    from dataclasses import replace
+
+    from schemahub.landing.checkpoint import Checkpoints
+
+    with landed(tmp_path) as (store, s, b, _):
+        key = raw_keys(store)[-1]
+        h = rawobject.read_header(store.get(key).data, key)
+        cps = Checkpoints(store)
+        cp = cps.load(EX, PID)
+        store.delete(checkpoint_key(EX, PID))
+        prev = rawobject.read_header(store.get(raw_keys(store)[-2]).data, raw_keys(store)[-2])
+        cps.create(replace(cp, hi=h.start, last=prev.start, etag=""))
+        assert cps.load(EX, PID).hi == h.start
+        for p in part_of(store, key):
+            store.delete(p)
+        res = run_audit(store)
+    assert holes(res) == [(h.min_id, h.max_id, au.LOST)] and res.exit_code == au.EXIT_LOST, res.to_dict()
+
+
+def test_a_days_report_does_not_outlive_the_days_trades(tmp_path):
+    # A day audited clean, then every trade of it lost from raw and table: its old report must not go on saying
+    # the day is fine (stats and the status page read the reports).
+    import json
+
+    from schemahub.layout import audit_key
+
+    with landed(tmp_path, interval_us=900_000_000) as (store, s, b, _):
+        days = sorted({day_of(b, i) for i in truth_ids(b)})
+        run_audit(store)
+        d = days[3]
+        gone = {i for i in truth_ids(b) if day_of(b, i) == d}
+        for key in sorted({key_holding(store, i) for i in gone}):
+            header, lines = rawobject.decode(store.get(key).data, key)
+            kept = [ln for ln in lines if s.id_of(ln) not in gone]
+            ids = [s.id_of(ln) for ln in kept]
+            store.put(key, rawobject.encode(dict(header.doc, count=len(kept), min_id=min(ids, default=None),
+                                                 max_id=max(ids, default=None)), kept))
+            for p in part_of(store, key):
+                store.delete(p)
+            Transformer(store).transform_object(key, rebuild=True)
+        res = run_audit(store)
+        assert res.exit_code == au.EXIT_UNEXPLAINED
+        k = audit_key(EX, PID, d)
+        assert not store.exists(k) or not json.loads(store.get(k).data)["ok"], json.loads(store.get(k).data)
+        assert not au.coverage(store)[(EX, PID)]["ok"]
+
+
+class _RacingStore:
+    """The store, with another `audit --repair` process running to completion just before this one's first
+    amendment is written (both fetched the same hole)."""
+
+    def __init__(self, store, other) -> None:
+        self._store, self._other, self.raced = store, other, False
+
+    def put(self, key, data, *a, **kw):
+        if key.endswith(".amend.jsonl.gz") and not self.raced:
+            self.raced = True
+            self._other()
+        return self._store.put(key, data, *a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_two_repairs_racing_land_the_hole_once(tmp_path):
+    with landed(tmp_path) as (store, s, b, src):
+        gone = set(range(b.first_id + 330, b.first_id + 345))
+        key = key_holding(store, b.first_id + 330)
+        drop_from_raw(store, key, gone, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        other = []
+        racing = _RacingStore(store, lambda: other.append(run_audit(store, repair=True, source_for=lambda ex: src)))
+        res = run_audit(racing, repair=True, source_for=lambda ex: src)
+        assert racing.raced and [r["status"] for r in other[0].repairs] == ["landed"]
+        assert [r["status"] for r in res.repairs] == ["already landed"]
+        assert res.exit_code == 0 and other[0].exit_code == 0, res.to_dict()
+        ids = sorted(int(r["trade_id"]) for r in curated_rows(store))
+        assert ids == sorted(truth_ids(b))
+        assert len([o for o in store.list("raw/") if o.key.endswith(".amend.jsonl.gz")]) == 1
+
+
+class _FailsFrom:
+    """The exchange's source, failing every fetch from a cursor on (an outage in the middle of a repair)."""
+
+    def __init__(self, src, at: int) -> None:
+        self._src, self._at = src, at
+
+    def fetch(self, symbol, cursor, **kw):
+        from schemahub.errors import SourceError
+
+        if cursor >= self._at:
+            raise SourceError(f"simulated outage from {cursor}")
+        return self._src.fetch(symbol, cursor, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._src, name)
+
+
+def test_a_repair_that_fails_on_one_hole_still_lands_and_transforms_the_others(tmp_path):
+    with landed(tmp_path) as (store, s, b, src):
+        one, two = set(range(b.first_id + 120, b.first_id + 125)), set(range(b.first_id + 420, b.first_id + 425))
+        for gone in (one, two):
+            key = key_holding(store, min(gone))
+            drop_from_raw(store, key, gone, s.id_of)
+            Transformer(store).transform_object(key, rebuild=True)
+        res = run_audit(store, repair=True, source_for=lambda ex: _FailsFrom(src, b.first_id + 400))
+        assert [r["status"].split(":")[0] for r in res.repairs] == ["landed", "failed"], res.repairs
+        assert holes(res) == [(min(two), max(two), au.UNEXPLAINED)], res.to_dict()
+        assert one <= {int(r["trade_id"]) for r in curated_rows(store)}
