@@ -59,6 +59,7 @@ EXPLAINED = frozenset({CONFIRMED, NOT_LANDED, QUARANTINED, NOT_TRANSFORMED})
 EXIT_OK, EXIT_UNEXPLAINED, EXIT_LOST = 0, 3, 4
 
 _US = pa.timestamp("us", tz="UTC")
+_NO_LOWER, _NO_UPPER = -(2**62), 2**62  # an id window's open ends
 
 
 @dataclass
@@ -400,13 +401,17 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
             from schemahub.layout import parse_partition
 
             have = sorted(v[2] for v in map(parse_partition, layout.files) if v and v[:2] == (exchange, product_id))
-            around = (max((d for d in have if d < start), default=start) if start else None,
-                      min((d for d in have if d > end), default=end) if end else None)
+            before = max((d for d in have if d < start), default=None) if start else None
+            after = min((d for d in have if d > end), default=None) if end else None
+            around = (before or start, after or end)
             table, day_info = _table(store, exchange, product_id, layout, around)
             if table.num_rows:
                 lo_w, hi_w = (v.as_py() for v in pc.min_max(table["id"]).values())
-                if end is None and cp is not None:
-                    hi_w = max(hi_w, cp.hi)  # an open end: everything landed since
+                # No table day before the window (or after it): its edge is the chain's own end, not a trade.
+                if not before:
+                    lo_w = _NO_LOWER
+                if not after:
+                    hi_w = _NO_UPPER  # an open end, or nothing after it: everything landed since
                 window = (lo_w, hi_w)
             else:
                 table, day_info = _table(store, exchange, product_id, layout)  # nothing there: audit it all

@@ -328,3 +328,20 @@ def test_a_repair_that_fails_on_one_hole_still_lands_and_transforms_the_others(t
         assert [r["status"].split(":")[0] for r in res.repairs] == ["landed", "failed"], res.repairs
         assert holes(res) == [(min(two), max(two), au.UNEXPLAINED)], res.to_dict()
         assert one <= {int(r["trade_id"]) for r in curated_rows(store)}
+
+
+def test_a_window_over_the_first_and_last_days_finds_the_holes_at_the_chains_ends(tmp_path):
+    # The first and last ids of the chain are gone from raw and table; a window over exactly the first day and
+    # one over exactly the last day each find theirs (no day beyond them to bound the ids by).
+    with landed(tmp_path) as (store, s, b, _):
+        first, last = b.first_id, b.head()
+        for ids in ({first, first + 1}, {last - 1, last}):
+            key = key_holding(store, min(ids))
+            drop_from_raw(store, key, ids, s.id_of)
+            Transformer(store).transform_object(key, rebuild=True)
+        d0, d1 = day_of(b, first + 2), day_of(b, last - 2)
+        assert d0 != d1
+        lo = run_audit(store, start=d0, end=d0)
+        hi = run_audit(store, start=d1, end=d1)
+    assert holes(lo) == [(first, first + 1, au.UNEXPLAINED)] and lo.exit_code == au.EXIT_UNEXPLAINED, lo.to_dict()
+    assert holes(hi) == [(last - 1, last, au.UNEXPLAINED)] and hi.exit_code == au.EXIT_UNEXPLAINED, hi.to_dict()
