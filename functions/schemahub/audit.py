@@ -670,9 +670,24 @@ def now_iso() -> str:
 
 # ------------------------------------------------------------------ repair
 
+def to_ask(store: ObjectStore, pa_: ProductAudit) -> list[dict]:
+    """The holes a repair asks the exchange for: every `unexplained` one, and each `confirmed` one that no
+    amendment has asked for yet (the landing's header said the exchange never printed those ids; a header can be
+    wrong, so a repair asks once more, and the answer is kept in an amendment: never asked a third time)."""
+    from schemahub.layout import parse_amendment_key
+
+    asked = []
+    for info in store.list(raw_prefix(pa_.exchange, pa_.product_id)):
+        ak = parse_amendment_key(info.key)
+        if ak is not None and ak.product_id == pa_.product_id:
+            asked.append((ak.start, int(raw_name(info.key).split("-")[1])))
+    return [h for h in pa_.holes if h["class"] == UNEXPLAINED
+            or (h["class"] == CONFIRMED and not any(s < h["from"] and h["to"] <= e for s, e in asked))]
+
+
 def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, clock=None,
                    deadline: float | None = None) -> list[dict]:
-    """Ask the exchange again for every `unexplained` hole and land what it serves once, create-only, as an
+    """Ask the exchange again for every hole of to_ask() and land what it serves once, create-only, as an
     amendment object keyed by the hole's range (layout.amendment_key); what it confirms missing is recorded in
     the amendment's `gaps` (the hole is then `confirmed`). An amendment already there is never fetched again."""
     from schemahub.clock import SYSTEM_CLOCK
@@ -681,7 +696,7 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
 
     clock = clock or SYSTEM_CLOCK
     done = []
-    holes = [h for h in pa_.holes if h["class"] == UNEXPLAINED]
+    holes = to_ask(store, pa_)
     if not holes:
         return done
     head = source.head(product.symbol, deadline)
@@ -728,5 +743,6 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
         except PreconditionFailed:
             status = "already landed"
         done.append({"exchange": pa_.exchange, "product_id": pa_.product_id, "from": a, "to": b, "key": key,
-                     "status": status, "trades": len(lines), "confirmed_missing": sum(y - x + 1 for x, y in gaps)})
+                     "status": status, "trades": len(lines), "confirmed_missing": sum(y - x + 1 for x, y in gaps),
+                     "was": h["class"]})
     return done

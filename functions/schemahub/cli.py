@@ -633,7 +633,8 @@ def cmd_audit(args) -> int:
             print(f"{p.exchange}/{p.product_id}: not audited: {p.error}")
     for r in res.repairs:
         print(f"repair {r['exchange']}/{r['product_id']} ids {r.get('from')}..{r.get('to')}: {r['status']}"
-              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else ""))
+              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else "")
+              + ("; a gap the landing confirmed, asked once more" if r.get("was") == au.CONFIRMED else ""))
     total = {c: sum(p.missing[c] for p in res.products) for c in au.CLASSES}
     dups = sum(p.duplicates for p in res.products)
     print(f"audited {len(res.products)} product(s), {sum(len(p.days) for p in res.products)} day(s); missing ids: "

@@ -102,7 +102,7 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
     for ex, pid in au.products_in(store, exchange, product_id):
         p = au.audit_product(store, ex, pid, layout=layout, transformer=transformer, start=start, end=end,
                              mappings_dir=mappings_dir)
-        if repair and source_for is not None and any(h["class"] == au.UNEXPLAINED for h in p.holes):
+        if repair and source_for is not None and au.to_ask(store, p):
             product = au.product_of(store, ex, pid)
             try:
                 done = au.repair_product(store, source_for(ex), product, p, clock=clock, deadline=deadline)

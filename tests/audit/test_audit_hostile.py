@@ -345,3 +345,51 @@ def test_a_window_over_the_first_and_last_days_finds_the_holes_at_the_chains_end
         hi = run_audit(store, start=d1, end=d1)
     assert holes(lo) == [(first, first + 1, au.UNEXPLAINED)] and lo.exit_code == au.EXIT_UNEXPLAINED, lo.to_dict()
     assert holes(hi) == [(last - 1, last, au.UNEXPLAINED)] and hi.exit_code == au.EXIT_UNEXPLAINED, hi.to_dict()
+
+
+def test_coinbase_and_okx_holes_at_both_ends_are_repaired_once_through_their_id_windows(tmp_path):
+    from tests.contract.harness import PRODUCT
+
+    for exchange in ("coinbase", "okx"):
+        with landed(tmp_path / exchange, exchange=exchange) as (store, s, b, src):
+            pid = PRODUCT[exchange]
+            keys = sorted(o.key for o in store.list(f"raw/{exchange}/{pid}/"))
+
+            def holding(i):
+                return next(k for k in keys if (h := rawobject.read_header(store.get(k).data, k)).start < i <= h.end)
+
+            first, last = b.first_id, b.head()
+            plants = ({first}, set(range(first + 200, first + 230)), {last})
+            for ids in plants:
+                key = holding(min(ids))
+                drop_from_raw(store, key, ids, s.id_of)
+                Transformer(store).transform_object(key, rebuild=True)
+            res = run_audit(store)
+            assert holes(res) == [(min(g), max(g), au.UNEXPLAINED) for g in plants], (exchange, res.to_dict())
+            fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+            assert [r["status"] for r in fixed.repairs] == ["landed"] * 3, (exchange, fixed.repairs)
+            assert fixed.exit_code == 0 and holes(fixed) == [], (exchange, fixed.to_dict())
+            assert sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b)), exchange
+
+
+def test_a_confirmed_gap_that_is_a_lie_is_asked_once_more_by_the_repair_and_filled(tmp_path):
+    # A header claims [a, a+9] was never printed; nothing in the store contradicts it, but the exchange has
+    # those trades. The audit alone cannot know (confirmed, exit 0); `--repair` asks each landing-confirmed gap
+    # once more, lands what is served, and never asks again.
+    with landed(tmp_path) as (store, s, b, src):
+        a = b.first_id + 300
+        gone = set(range(a, a + 10))
+        key = key_holding(store, a)
+        drop_from_raw(store, key, gone, s.id_of)
+        header, lines = rawobject.decode(store.get(key).data, key)
+        store.put(key, rawobject.encode(dict(header.doc, gaps=[[a, a + 9]]), lines))
+        Transformer(store).transform_object(key, rebuild=True)
+        res = run_audit(store)
+        assert holes(res) == [(a, a + 9, au.CONFIRMED)] and res.exit_code == 0
+        fixed = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert [(r["status"], r["trades"], r["was"]) for r in fixed.repairs] == [("landed", 10, au.CONFIRMED)]
+        assert fixed.exit_code == 0 and holes(fixed) == [], fixed.to_dict()
+        assert sorted(int(r["trade_id"]) for r in curated_rows(store)) == sorted(truth_ids(b))
+        asked = len(s.requests)
+        again = run_audit(store, repair=True, source_for=lambda ex: src)
+        assert again.repairs == [] and len(s.requests) == asked
