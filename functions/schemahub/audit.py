@@ -480,11 +480,14 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         # Ids the raw objects hold that the table lacks, labelled by why (vectorized over the raw ids).
         # A gap is confirmed only if no trade at all was seen inside it (raw or table): a header whose gap holds
         # trades is not believed, for any of its ids.
-        seen = pc.unique(pa.concat_arrays([present, raw_ids])) if len(raw_ids) else present
-        seen = seen.take(pc.sort_indices(seen))
         cover = []
-        for a, b, key in gaps:
-            if _bisect(seen, b + 1) > _bisect(seen, a):
+        if gaps:
+            seen = pc.unique(pa.concat_arrays([present, raw_ids])) if len(raw_ids) else present
+            seen = seen.take(pc.sort_indices(seen))
+            at = _below(seen, pa.array([a for a, _, _ in gaps] + [b + 1 for _, b, _ in gaps], pa.int64())).to_pylist()
+            inside = [y - x for x, y in zip(at[:len(gaps)], at[len(gaps):])]  # trades seen inside each gap
+        for (a, b, key), k in zip(gaps, inside if gaps else []):
+            if k:
                 res.damaged.append(f"{key}: its header's gap [{a}, {b}] holds trades that were served: not believed")
             else:
                 cover.append((a, b, CONFIRMED))
@@ -572,25 +575,32 @@ def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
     if not both.num_rows:
         return
     both = both.sort_by("id")
-    ids = both["id"].combine_chunks()
-    days = pc.strftime(both["time"], format="%Y-%m-%d").combine_chunks()
-    n = len(ids)
-    for h in holes:
-        lo, up = _bisect(ids, h["from"]), _bisect(ids, h["to"] + 1)  # ids below the hole; ids up to its end
-        h["date"] = days[lo - 1].as_py() if lo else days[0].as_py()
-        h["until"] = days[up].as_py() if up < n else days[n - 1].as_py()
+    ids, times = both["id"].combine_chunks(), both["time"].combine_chunks()
+    n, m = len(ids), len(holes)
+    # Ids below each hole and ids up to its end, for every hole at once (a merge by one sort, not a search each).
+    at = _below(ids, pa.array([h["from"] for h in holes] + [h["to"] + 1 for h in holes], pa.int64()))
+    lo, up = at[:m], at[m:]
+    before = pc.take(times, pc.max_element_wise(pc.subtract(lo, 1), 0))
+    after = pc.take(times, pc.min_element_wise(up, n - 1))
+    for h, d, u in zip(holes, pc.strftime(before, format="%Y-%m-%d").to_pylist(),
+                       pc.strftime(after, format="%Y-%m-%d").to_pylist()):
+        h["date"], h["until"] = d, u
 
 
-def _bisect(ids: pa.Array, x: int) -> int:
-    """The count of values below x in the sorted int64 array ids (binary search: log n scalar reads)."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ids[mid].as_py() < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _below(ids: pa.Array, queries: pa.Array) -> pa.Array:
+    """For each query, the count of values below it in the sorted int64 array ids (vectorized: one stable sort
+    of ids and queries together, a query placed before the ids equal to it)."""
+    n, m = len(ids), len(queries)
+    order = pc.sort_indices(pa.table({"v": pa.concat_arrays([ids, queries]),
+                                      "q": pa.concat_arrays([pa.repeat(pa.scalar(1, pa.int8()), n),
+                                                             pa.repeat(pa.scalar(0, pa.int8()), m)])}),
+                            sort_keys=[("v", "ascending"), ("q", "ascending")])
+    isq = pc.greater_equal(order, n)
+    pos = pc.cast(pc.indices_nonzero(isq), pa.int64())  # where the queries landed, in sorted order
+    which = pc.subtract(pc.cast(pc.filter(order, isq), pa.int64()), n)  # which query is at each of them
+    below = pc.subtract(pos, pa.array(range(m), pa.int64()))  # k queries sort before the k-th one
+    # Back to the queries' own order: the k-th sorted one is query which[k].
+    return pc.take(below, pc.sort_indices(which))
 
 
 def _iso(t) -> str | None:

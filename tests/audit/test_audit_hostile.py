@@ -393,3 +393,14 @@ def test_a_confirmed_gap_that_is_a_lie_is_asked_once_more_by_the_repair_and_fill
         asked = len(s.requests)
         again = run_audit(store, repair=True, source_for=lambda ex: src)
         assert again.repairs == [] and len(s.requests) == asked
+
+
+def test_the_vectorized_search_counts_ids_below_each_query_as_bisect_does():
+    import bisect
+    import random
+
+    rnd = random.Random(7)
+    ids = sorted(rnd.sample(range(1000), 300))
+    queries = [rnd.randrange(-5, 1005) for _ in range(400)] + [ids[0], ids[-1], ids[10]]
+    got = au._below(pa.array(ids, pa.int64()), pa.array(queries, pa.int64())).to_pylist()
+    assert got == [bisect.bisect_left(ids, q) for q in queries]
