@@ -13,7 +13,7 @@ _PREFIXES = {
     "curated": "transform writes Parquet files under Hive partitions",
     "quarantine": "transform writes rejected rows per raw object",
     "bans": "ingest reads and records one ban object per exchange",
-    "compacted": "the audit reads each compacted day's copy and manifest",
+    "compacted": "compact writes and reads one copy and one manifest per closed product-day; the audit reads them",
     "audit": "the audit writes one report per product-day",
 }
 
@@ -41,6 +41,9 @@ ACKNOWLEDGED = {
         "Step Functions may invoke any version or alias of its own Summary function.",
     **{f"AwsSolutions-IAM5[Resource::<Data666C94C7.Arn>/schemahub/{p}/*]": f"Scoped to one prefix: {why}."
        for p, why in _PREFIXES.items()},
+    "AwsSolutions-IAM5[Resource::<Data666C94C7.Arn>/schemahub/compacted/*/manifest.json]":
+        "compact deletes only manifests (one per product-day) that no longer name the day's parts, then writes "
+        "the new one create-only.",
     **{"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
        '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"Cycle2E77DA77"}]}]}' + suffix + "]":
        "The distributed map starts, describes and stops its own child executions, whose names are generated."

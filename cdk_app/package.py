@@ -23,7 +23,7 @@ LAYER_PACKAGES = {
 }
 
 
-SDK_SERVICES = {"s3", "sts", "sso", "sso-oidc"}
+SDK_SERVICES = {"s3", "glue", "sts", "sso", "sso-oidc"}  # glue: the catalog (schemahub.store.glue)
 
 
 def build_code(out: Path = CODE) -> Path:
@@ -76,7 +76,7 @@ def strip(target: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists():
                 path.unlink()
-    # botocore ships ~28 MB of models for 400+ services; the functions call S3 only (sts/sso: credentials).
+    # botocore ships ~28 MB of models for 400+ services; the functions call S3 and Glue only (sts/sso: credentials).
     for data in (target / "botocore" / "data", target / "boto3" / "data"):
         for d in data.iterdir() if data.is_dir() else []:
             if d.is_dir() and d.name not in SDK_SERVICES:

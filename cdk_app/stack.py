@@ -42,6 +42,8 @@ _RETRY_WAIT_S = sum(min(INGEST_RETRY["interval_s"] * INGEST_RETRY["backoff"] ** 
 # Another Ingest may start until this many seconds into the child: then it, its retry waits included, still
 # ends inside the Express limit. The first one always fits (INGEST_TIMEOUT_S + waits + INIT < this).
 AGAIN_UNTIL_S = EXPRESS_LIMIT_S - INIT_AND_TRANSITIONS_S - INGEST_TIMEOUT_S - int(_RETRY_WAIT_S + 0.999)
+COMPACT_TIMEOUT_S = 900  # the Lambda maximum; the handler starts no new day in its last 2 minutes
+COMPACT_AT = (0, 40)  # UTC hour, minute: daily, after the midnight cycles have landed and transformed the day
 
 # The unified table (functions/schemahub/table.py) as Glue columns; partition keys live in the path.
 GLUE_COLUMNS = [
@@ -216,17 +218,8 @@ class SchemahubStack(cdk.Stack):
                 partition_keys=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in GLUE_PARTITIONS],
                 parameters={
                     "classification": "parquet", "EXTERNAL": "TRUE",
-                    # Partition projection: new days are queryable with no crawler or API call.
-                    "projection.enabled": "true",
-                    "projection.exchange.type": "enum",
-                    "projection.exchange.values": ",".join(sorted(products)) or "coinbase",
-                    "projection.product_id.type": "enum",
-                    "projection.product_id.values": ",".join(sorted({p for ps in products.values() for p in ps})),
-                    "projection.date.type": "date", "projection.date.format": "yyyy-MM-dd",
-                    # From the first ingest day: each projected day is one S3 LIST per exchange x product.
-                    "projection.date.range": f"{first_date},NOW", "projection.date.interval": "1",
-                    "projection.date.interval.unit": "DAYS",
-                    "storage.location.template": location + "exchange=${exchange}/product_id=${product_id}/date=${date}/",
+                    # Registered partitions, no projection: the transform registers each new day at its parts
+                    # folder and compaction moves it to the day's one compacted file (see "compaction" below).
                 },
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
                     location=location,
@@ -251,6 +244,29 @@ class SchemahubStack(cdk.Stack):
             q = athena.CfnNamedQuery(self, f"Query-{qname}", name=qname, database=name, query_string=sql,
                                      work_group=workgroup.name)
             q.node.add_dependency(workgroup)
+
+        # ------------------------------------------------------------------ compaction (issue #13, "athena")
+        # Daily: every closed product-day becomes one file, and its Glue partition moves to it (one
+        # UpdatePartition). The transform registers each new day at its parts folder and points a day back
+        # there when a late part arrives (schemahub.catalog, schemahub.compact.day_files).
+        compact_fn = fn("CompactFunction", "handlers.compact.handler", [core, arrow], COMPACT_TIMEOUT_S, 2048)
+        glue_table = f"{name}.trades"
+        glue_arns = [f"arn:{cdk.Aws.PARTITION}:glue:{self.region}:{self.account}:{r}"
+                     for r in ("catalog", f"database/{name}", f"table/{name}/trades")]
+        for f, actions in ((transform_fn, ["glue:GetTable", "glue:CreatePartition", "glue:GetPartition",
+                                           "glue:UpdatePartition"]),
+                           (compact_fn, ["glue:GetTable", "glue:GetPartitions", "glue:BatchCreatePartition",
+                                         "glue:BatchUpdatePartition"])):
+            f.add_environment("SCHEMAHUB_GLUE_TABLE", glue_table)
+            f.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=glue_arns))
+        compact_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=obj("curated/", "compacted/")))
+        compact_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=obj("compacted/")))
+        # A manifest that no longer names the day's parts is replaced (delete, then a create-only put).
+        compact_fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:DeleteObject"], resources=[bucket.arn_for_objects(f"{PREFIX}compacted/*/manifest.json")]))
+        compact_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        events.Rule(self, "CompactSchedule", schedule=events.Schedule.cron(minute=str(COMPACT_AT[1]), hour=str(COMPACT_AT[0])),
+                    targets=[targets.LambdaFunction(compact_fn, retry_attempts=2)])
 
         # ------------------------------------------------------------------ dashboard + alarms
         def m(name: str, exchange: str | None = None, stat: str = "Sum") -> cw.Metric:
@@ -282,7 +298,8 @@ class SchemahubStack(cdk.Stack):
             cw.GraphWidget(title="Rows transformed / quarantined", left=[m("RowsTransformed")],
                            right=[m("RowsQuarantined")], width=6),
             cw.GraphWidget(title="Errors", left=[ingest_fn.metric_errors(), transform_fn.metric_errors(), plan_fn.metric_errors(),
-                                                 summary_fn.metric_errors(), m("IngestErrors"), m("ProductsFailed")],
+                                                 summary_fn.metric_errors(), compact_fn.metric_errors(),
+                                                 m("IngestErrors"), m("ProductsFailed")],
                            width=6),
         )
         dash.add_widgets(
@@ -320,7 +337,8 @@ class SchemahubStack(cdk.Stack):
                      treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
                      alarm_description="Products failed in a cycle: the execution output lists them under `failed`"),
         ]
-        for key, f in (("Plan", plan_fn), ("Ingest", ingest_fn), ("Transform", transform_fn), ("Summary", summary_fn)):
+        for key, f in (("Plan", plan_fn), ("Ingest", ingest_fn), ("Transform", transform_fn), ("Summary", summary_fn),
+                       ("Compact", compact_fn)):
             alarms.append(cw.Alarm(self, f"{key}ErrorsAlarm", metric=f.metric_errors(period=cdk.Duration.minutes(30)),
                                    threshold=1, evaluation_periods=1,
                                    comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -363,5 +381,5 @@ class SchemahubStack(cdk.Stack):
         cdk.CfnOutput(self, "StateMachineArn", value=machine.state_machine_arn)
         self.bucket, self.machine, self.queue, self.dlq = bucket, machine, queue, dlq
         self.functions = {"plan": plan_fn, "ingest": ingest_fn, "transform": transform_fn, "summary": summary_fn,
-                          "audit": audit_fn}
+                          "audit": audit_fn, "compact": compact_fn}
         self.topic = topic

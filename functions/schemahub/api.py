@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemahub.candles import CANDLES, candles_sql, interval_us, register
+from schemahub.candles import CANDLES, candles_sql, interval_us, overflow_message, register
 from schemahub.errors import QueryError, UsageError
 from schemahub.table import TIMESTAMP, TRADES
 
@@ -81,7 +81,7 @@ class Lake:
 
             con = connect(self.store)
             con.execute("SET enable_progress_bar = false")  # DuckDB would draw it on stdout, inside the results
-            register(con)
+            register(con, self.mappings)
             self._con = con
         return self._con
 
@@ -124,7 +124,14 @@ class Lake:
         interval_us(interval)
         ex, pid = self._market(exchange, product)
         lo, hi = _window(start, end)
-        return self._table(candles_sql(interval, exchange=ex, product_id=pid, start=lo, stop=hi), CANDLES)
+        try:
+            return self._table(candles_sql(interval, exchange=ex, product_id=pid, start=lo, stop=hi), CANDLES)
+        except QueryError as e:
+            said = "Overflow" in str(e) and overflow_message(self.connection, interval, exchange=ex, product_id=pid,
+                                                             start=lo, stop=hi)
+            if said:
+                raise QueryError(said) from None
+            raise
 
     def stats(self) -> pa.Table:
         """One row per exchange and product: rows, first/last trade, freshness, bytes (schemahub.query.stats) and
@@ -147,6 +154,25 @@ class Lake:
         for name in dict.fromkeys(extra):
             schema = schema.append(pa.field(name, pa.array([r.get(name) for r in rows]).type))
         return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+
+    def empty_hint(self) -> str | None:
+        """For a local folder without a table yet: '0 rows: no data under ./data — did you mean --storage
+        demo-data?' when a folder beside it (or ./demo-data, ./data) has one, else how to land some; None when
+        the table has files (or for S3)."""
+        from schemahub.compact import read_layout
+
+        if self.location.startswith("s3://") or read_layout(self.store).keys():
+            return None
+        here = os.path.abspath(self.location)
+        near = [os.path.join(os.path.dirname(here), e.name) for e in _scan(os.path.dirname(here)) if e.is_dir()]
+        near += [os.path.abspath(name) for name in ("demo-data", "data")]
+        found = sorted({d for d in near if d != here and _has_table(d)},
+                       key=lambda d: (os.path.basename(d) != "demo-data", d))
+        if found:
+            rel = os.path.relpath(found[0])
+            return f"0 rows: no data under {self.location} — did you mean --storage {rel if '..' not in rel else found[0]}?"
+        return (f"0 rows: no data under {self.location} yet: `schemahub run --storage {self.location}` lands some "
+                "(or `schemahub demo` for offline data in ./demo-data)")
 
     # ------------------------------------------------------------------ names
 
@@ -180,6 +206,19 @@ class Lake:
         return {r[0] for r in self.connection.execute(f"SELECT DISTINCT {column} FROM trades").fetchall()}
 
 
+def _scan(folder: str, limit: int = 500) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return [e for _, e in zip(range(limit), it, strict=False)]
+    except OSError:
+        return []
+
+
+def _has_table(folder: str) -> bool:
+    """A schemahub folder with table files: curated/ or compacted/ holding something."""
+    return any(_scan(os.path.join(folder, sub), 1) for sub in ("curated", "compacted"))
+
+
 def quarantined_rows(store) -> dict[tuple[str, str], int]:
     """Rows set aside in quarantine/, per exchange and product (one JSON line per row; such objects are rare)."""
     from schemahub.layout import QUARANTINE, raw_key_of_quarantine
@@ -207,10 +246,31 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B" if unit == "B" else f"{size:.3g} {unit}" if size < 100 else f"{size:.0f} {unit}"
 
 
+def human_age(seconds: float | None) -> str:
+    """129958.6 -> '1d 12h', 3725 -> '1h 2m', 42.5 -> '42s' (the two largest units)."""
+    if seconds is None:
+        return ""
+    left, parts = int(max(seconds, 0)), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def _utc_text(ts) -> str:
+    return "" if ts is None else ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def stats_for_people(table: pa.Table) -> pa.Table:
-    """Lake.stats() as the `stats` table prints it: sizes human-readable, then a totals row."""
+    """Lake.stats() as the `stats` table prints it: a totals row, sizes human-readable (KiB, MiB), times to the
+    second, freshness as an age ('1d 12h'), row counts with thousands separators (CSV and JSON stay exact)."""
+    from schemahub.output import FOOTER, RIGHT
+
     rows = table.to_pylist()
-    total: dict = {"exchange": "total", "product_id": f"{len(rows)} products"}
+    total: dict = {"exchange": "total", "product_id": f"{len(rows)} product{'s' if len(rows) != 1 else ''}"}
     for col in ("rows", "raw_bytes", "curated_bytes", "compacted_bytes", "quarantined_rows"):
         total[col] = sum(r.get(col) or 0 for r in rows)
     firsts = [r["first_trade"] for r in rows if r.get("first_trade")]
@@ -218,18 +278,23 @@ def stats_for_people(table: pa.Table) -> pa.Table:
     total["first_trade"], total["last_trade"] = (min(firsts) if firsts else None), (max(lasts) if lasts else None)
     total["curated_to_raw"] = round(total["curated_bytes"] / total["raw_bytes"], 3) if total["raw_bytes"] else None
     total["bytes_per_trade"] = round(total["curated_bytes"] / total["rows"], 2) if total["rows"] else None
-    out = []
-    for row in [*rows, total]:
-        shown = dict(row)
-        for col in ("raw_bytes", "curated_bytes", "compacted_bytes"):
-            shown[col] = human_bytes(row.get(col))
-        out.append(shown)
-    names = table.schema.names
-    from schemahub.output import RIGHT
-
-    schema = pa.schema([pa.field(n, pa.string(), metadata=RIGHT) if n.endswith("_bytes") else table.schema.field(n)
-                        for n in names])
-    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in out], schema=schema)
+    ages = [r["freshness_s"] for r in rows if r.get("freshness_s") is not None]
+    total["freshness_s"] = min(ages) if ages else None  # as fresh as the freshest product
+    text = {"rows": lambda v: f"{v or 0:,}", "quarantined_rows": lambda v: f"{v or 0:,}", "freshness_s": human_age,
+            "first_trade": _utc_text, "last_trade": _utc_text,
+            **{c: human_bytes for c in ("raw_bytes", "curated_bytes", "compacted_bytes")}}
+    names = {"freshness_s": "freshness"}
+    out = [{names.get(k, k): (text[k](v) if k in text else v) for k, v in row.items()} for row in [*rows, total]]
+    fields = []
+    for f in table.schema:
+        if f.name in text:
+            right = f.name not in ("first_trade", "last_trade")
+            fields.append(pa.field(names.get(f.name, f.name), pa.string(), metadata=RIGHT if right else None))
+        else:
+            fields.append(f)
+    footer = f"({len(rows)} product{'s' if len(rows) != 1 else ''})".encode()
+    schema = pa.schema(fields, metadata={FOOTER: footer})
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in fields} for r in out], schema=schema)
 
 
 def _when(value, name: str) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ _positive = {
     "--limit": _arg(lambda t: settings.positive_int(t, "--limit")),
     "--port": _arg(lambda t: settings.positive_int(t, "--port", zero_ok=True, maximum=65535)),
     "--live": _arg(lambda t: settings.positive_number(t, "--live", zero_ok=True, maximum=100_000)),
+    "--watch": _arg(lambda t: settings.positive_number(t, "--watch", maximum=86400)),
 }
 
 
@@ -101,8 +103,9 @@ def _base_urls(pairs: list[str], known: list[str]) -> dict[str, str]:
         ex = ex.strip().lower()
         if not sep or not ex or not url.strip():
             raise UsageError(f"--base-url {pair!r}: expected EXCHANGE=URL (e.g. coinbase=http://127.0.0.1:8765)")
-        if ex not in known:
-            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'})")
+        if ex not in known and not (ex.endswith("-archive") and ex.removesuffix("-archive") in known):
+            raise UsageError(f"--base-url {pair!r}: no exchange {ex!r} (known: {', '.join(known) or 'none'}); "
+                             "EXCHANGE-archive=URL points an exchange's archive files elsewhere")
         url = settings.http_url(url, f"--base-url {ex}=")
         if out.get(ex, url) != url:
             raise UsageError(f"--base-url gives two URLs for {ex}: {out[ex]} and {url}; keep one")
@@ -170,37 +173,83 @@ def _table_product(args, store, known: list[str]) -> tuple[str | None, str | Non
     return having[0], product
 
 
-class Progress:
-    """A single status line on a terminal: trades, pages, trades/s and ETA."""
+class _Interruptible:
+    """Ctrl-C during an ingest: the first stops every exchange at an object boundary (the objects in flight land
+    or are dropped whole), the second exits at once. Both end in exit code 130."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.t0 = time.monotonic()
-        self.trades = 0
-        self.pages = 0
-        self.remaining: dict[str, int | None] = {}
-        self.lock = threading.Lock()
-        self.last = 0.0
+    def __init__(self, clock, model=None, display=None) -> None:
+        self.clock = clock
+        self.model, self.display = model, display
+        self.old = None
 
-    def __call__(self, exchange: str, product_id: str, n: int, cursor: int, head: int) -> None:
-        with self.lock:
-            self.trades += n
-            self.pages += 1
-            self.remaining[f"{exchange}/{product_id}"] = None if head is None else max(0, head - cursor)
-            now = time.monotonic()
-            if not self.enabled or now - self.last < 0.25:
-                return
-            self.last = now
-            rate = self.trades / max(now - self.t0, 1e-6)
-            known = None not in self.remaining.values()  # time cursors (Kraken) give no trade count
-            left = sum(v for v in self.remaining.values() if v)
-            eta = f"ETA {left / rate:,.0f}s" if known and rate > 0 and left else "ETA -"
-            sys.stderr.write(f"\r{self.trades:,} trades  {self.pages:,} pages  {rate:,.0f} trades/s  {eta}   ")
+    def __enter__(self):
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.clock.stopped:
+            sys.stderr.write("\nschemahub: interrupted again: exiting now; a rerun continues from the last "
+                             "checkpoint (an object being written is never half-landed)\n")
+            sys.stderr.flush()
+            os._exit(130)
+        self.clock.stop("interrupted (Ctrl-C)")
+        if self.model is not None:
+            self.model.stopping = True
+        text = "\nschemahub: stopping: landing the objects in flight (Ctrl-C again to quit at once)\n"
+        if self.display is not None:
+            self.display.say(text)
+        else:
+            sys.stderr.write(text)
             sys.stderr.flush()
 
-    def done(self) -> None:
-        if self.enabled and self.pages:
-            sys.stderr.write("\n")
+
+class _counting:
+    """Objects done of a total on a terminal (transform, compact); nothing elsewhere or when not shown."""
+
+    def __init__(self, what: str, unit: str, show: bool = True) -> None:
+        from schemahub.progress import CountProgress, Display
+
+        self.model = CountProgress(what, unit)
+        self.display = Display(self.model) if show and sys.stderr.isatty() else None
+
+    def __enter__(self):
+        if self.display:
+            self.display.__enter__()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        if self.display:
+            self.model(self.model.total, self.model.total)
+            self.display.close()
+
+
+def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool):
+    """The CLI's ingest (ingest, run, demo): every exchange at once, progress lines, Ctrl-C handled."""
+    from schemahub.ingest import ingest_exchanges
+    from schemahub.progress import Display, IngestProgress
+
+    model = IngestProgress({src.exchange: [p.product_id for p in prods] for src, prods in jobs}, clock)
+    # Off a terminal, plain lines every 30 s, unless stderr carries JSON log lines only.
+    show = show and (sys.stderr.isatty() or settings.log_format() != "json")
+    display = Display(model) if show else None
+    with _Interruptible(clock, model, display):
+        if display:
+            display.__enter__()
+        try:
+            return ingest_exchanges(store, jobs, opts, workers=workers, deadline=deadline, progress=model,
+                                    clock=clock)
+        finally:
+            if display:
+                display.close()
 
 
 def _known(args) -> list[str]:
@@ -262,7 +311,8 @@ def cmd_update_seed(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from schemahub.ingest import ingest, load_seed, make_source, resolve_products
+    from schemahub.clock import StoppableClock
+    from schemahub.ingest import load_seed, make_source, resolve_products
     from schemahub.landing import IngestOptions
     from schemahub.store import open_store
 
@@ -274,14 +324,50 @@ def cmd_ingest(args) -> int:
     opts = IngestOptions(since=args.since, dry_run=args.dry_run, resume=args.resume,
                          lease_ttl_s=args.lease_ttl, wait_for_lease_s=args.wait_lease)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    progress = Progress(enabled=sys.stderr.isatty() and not args.dry_run)
-    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings), wanted) for ex, wanted in plan]
-    results = []
-    for source, wanted in sources:
-        products = resolve_products(source, wanted, seed)
-        results += ingest(store, source, products, opts, workers=args.workers, deadline=deadline, progress=progress)
-    progress.done()
-    return _report(results, args.json)
+    clock = StoppableClock()
+    sources = [(make_source(ex, base_url=urls.get(ex), mappings_dir=args.mappings, clock=clock,
+                            archive_url=urls.get(f"{ex}-archive")), wanted)
+               for ex, wanted in plan]
+    jobs = [(source, resolve_products(source, wanted, seed)) for source, wanted in sources]
+    results = _ingest_run(store, jobs, opts, workers=args.workers, deadline=deadline, clock=clock,
+                          show=not args.dry_run and not args.json)
+    code = _report(results, args.json)
+    return _interrupted(results) if clock.stopped else code
+
+
+def _interrupted(results) -> int:
+    landed = sum(r.trades for r in results)
+    print(f"schemahub: interrupted: {landed:,} trades landed in this run, every object whole; a rerun continues "
+          "from each product's checkpoint", file=sys.stderr)
+    return 130
+
+
+def _when(us: int | None, now: datetime | None = None) -> str:
+    """2026-12-01 23:10:04 UTC (3 s behind)."""
+    from schemahub.progress import duration
+
+    if us is None:
+        return "nothing landed yet"
+    t = datetime.fromtimestamp(us / 1e6, timezone.utc)
+    behind = ((now or datetime.now(timezone.utc)) - t).total_seconds()
+    return f"up to {t:%Y-%m-%d %H:%M:%S} UTC ({duration(max(0.0, behind))} behind)"
+
+
+def result_line(r, now: datetime | None = None) -> str:
+    """One product's outcome for a person: trades landed and up to when, never a raw cursor."""
+    if r.status == "planned":
+        return f"{r.exchange} {r.product_id}: plan {json.dumps(r.plan, sort_keys=True)}"
+    what = {"ok": "", "skipped": "skipped, ", "failed": "FAILED, "}.get(r.status, f"{r.status}, ")
+    line = f"{r.exchange} {r.product_id}: {what}{r.trades:,} trades landed, {_when(r.newest_us, now)}"
+    if r.more_to_do:
+        line += ", more to do"
+    if r.adopted:
+        line += f"; adopted {r.adopted} object(s) from an earlier run"
+    if getattr(r, "archive_objects", 0):
+        line += f"; {r.archive_objects} object(s) cut from the exchange's archive files"
+    if r.message:
+        line += f" -- {r.message}"
+    return line
 
 
 def _report(results, as_json: bool) -> int:
@@ -289,22 +375,18 @@ def _report(results, as_json: bool) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:
         for r in results:
-            if r.status == "planned":
-                print(f"{r.exchange}/{r.product_id}: plan {json.dumps(r.plan, sort_keys=True)}")
-                continue
-            more = "  (more to do)" if r.more_to_do else ""
-            line = f"{r.exchange}/{r.product_id}: {r.status}  {r.trades} trades in {r.objects} objects  watermark {r.hi}{more}"
-            if r.adopted:
-                line += f"  adopted {r.adopted} from an earlier run"
-            if r.message:
-                line += f"  -- {r.message}"
-            print(line)
+            print(result_line(r))
     failed = [r for r in results if r.status == "failed"]
+    replaced = [(r, f) for r in results for f in getattr(r, "replaced", None) or []]
+    if replaced:  # an archive file changed after it landed: the run did its work, but someone must look
+        print(f"schemahub: error: {len(replaced)} archive file(s) replaced by the exchange after they landed "
+              "(kept as landed, the new files not mixed in): " + "; ".join(
+                  f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
         print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if replaced else 0
 
 
 def _start_sims(exchanges: list[str], products: dict[str, list[str]], *, live: float, host: str = "127.0.0.1",
@@ -349,12 +431,30 @@ def cmd_sim(args) -> int:
             raise UsageError(f"--products {args.products!r}: {', '.join(map(repr, bad))} not BASE-QUOTE (e.g. BTC-USD)")
     seed = load_seed(args.mappings)
     products = {ex: (products or [p.product_id for p in seed.get(ex, [])]) for ex in exchanges}
-    sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
-    for ex, sim in sims.items():
-        print(f"{ex} simulator listening on {sim.url}  (export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url})", flush=True)
     try:
+        sims = _start_sims(exchanges, products, live=args.live, host=args.host, port=args.port, faults=rates)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        span = f"ports {args.port}-{args.port + len(exchanges) - 1}" if args.port and len(exchanges) > 1 else \
+            f"port {args.port}"
+        raise UsageError(f"sim: cannot listen on {args.host} {span} ({e.strerror}): pass another --port "
+                         "(0 picks free ones)") from None
+    try:
+        for ex, sim in sims.items():
+            print(f"{ex} simulator listening on {sim.url}", file=sys.stderr)
+            if getattr(sim, "archive", None) is not None:
+                print(f"{ex} archive files on the same server: {sim.url}/data/spot/  (they follow the base URL, or "
+                      f"export SCHEMAHUB_{ex.upper()}_ARCHIVE_URL={sim.url})", file=sys.stderr)
+        print("paste the export lines into the shell that runs schemahub; Ctrl-C stops the simulators",
+              file=sys.stderr, flush=True)
+        # stdout holds the export lines only, together: they paste into another shell as one block.
+        print("\n".join(f"export SCHEMAHUB_{ex.upper()}_BASE_URL={sim.url.rstrip('/')}" for ex, sim in sims.items()),
+              flush=True)
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a simulator stops: quietly, exit 0
     finally:
         for sim in sims.values():
             sim.stop()
@@ -368,8 +468,9 @@ def cmd_transform(args) -> int:
     exchange, product = _table_product(args, store, _known(args))
     prefix = raw_prefix(exchange, product)
     deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
-    res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
-                                                             deadline=deadline)
+    with _counting("transform", "raw objects", show=not args.dry_run) as progress:
+        res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
+                                                                 deadline=deadline, progress=progress)
     if args.dry_run:
         print(f"would transform {len(res.pending)} raw object(s)")
         for key in res.pending:
@@ -426,7 +527,9 @@ def cmd_query(args) -> int:
     from schemahub.api import Lake
     from schemahub.output import query_batches, write
 
-    write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), args.format)
+    lake = Lake(args.storage, mappings=args.mappings)
+    write(query_batches(lake.connection, args.sql), args.format)
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -435,8 +538,10 @@ def cmd_export(args) -> int:
     from schemahub.output import format_for, query_batches, write
 
     fmt = format_for(args.output, args.format)
-    n = write(query_batches(Lake(args.storage, mappings=args.mappings).connection, args.sql), fmt, args.output)
+    lake = Lake(args.storage, mappings=args.mappings)
+    n = write(query_batches(lake.connection, args.sql), fmt, args.output)
     print(f"wrote {n:,} rows to {args.output} ({fmt})")
+    _hint_if_empty(lake, args.sql)
     return 0
 
 
@@ -447,7 +552,20 @@ def cmd_candles(args) -> int:
     lake = Lake(args.storage, mappings=args.mappings)
     bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
     write(bars.to_reader(), args.format, args.output)
+    _hint_if_empty(lake)
     return 0
+
+
+def _hint_if_empty(lake, sql: str | None = None) -> None:
+    """One line on stderr when the storage folder has no table yet: where the data probably is, or how to get some
+    (for SQL, only if it reads `trades` or `candles`: `SELECT 1` needs no data)."""
+    import re
+
+    if sql is not None and not re.search(r"\b(trades|candles)\b", sql, re.IGNORECASE):
+        return
+    hint = lake.empty_hint()
+    if hint:
+        print(f"schemahub: {hint}", file=sys.stderr)
 
 
 def _query_commands(sub, common) -> None:
@@ -477,17 +595,54 @@ def _query_commands(sub, common) -> None:
 
 
 def cmd_stats(args) -> int:
-    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact)."""
+    """Per product, plus quarantined rows; the table adds a totals row and human-readable sizes (CSV/JSON exact).
+
+    --watch S: again every S seconds until Ctrl-C (exit 0): redrawn in place on a terminal, else repeated blocks."""
     from schemahub.api import Lake, stats_for_people
     from schemahub.output import write
 
-    table = Lake(args.storage, mappings=args.mappings).stats()
-    write((stats_for_people(table) if args.format == "table" else table).to_reader(), args.format)
-    return 0
+    lake = Lake(args.storage, mappings=args.mappings)
+
+    def table():
+        stats = lake.stats()
+        return (stats_for_people(stats) if args.format == "table" else stats).to_reader()
+
+    every = getattr(args, "watch", None)  # `demo` prints the stats once
+    if every is None:
+        write(table(), args.format)
+        _hint_if_empty(lake)
+        return 0
+    return _watch(lake, table, args.format, every)
+
+
+def _watch(lake, table, fmt: str, every: float) -> int:
+    import io
+
+    import duckdb
+
+    from schemahub.output import render, write
+
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            head = f"schemahub stats: {lake.store.uri}, every {every:g} s, {now} UTC (Ctrl-C stops)\n\n"
+            if tty:  # the whole frame at once, over the last one: no flicker, no scrolling
+                frame = io.StringIO()
+                render(table(), fmt, frame)
+                sys.stdout.write("\x1b[H\x1b[2J" + head + frame.getvalue())
+            else:
+                sys.stdout.write(head)
+                write(table(), fmt)
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            time.sleep(every)
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        return 0  # Ctrl-C is how --watch ends: quietly, exit 0
 
 
 def cmd_serve(args) -> int:
-    """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C."""
+    """The live status page and its JSON on 127.0.0.1 (schemahub.web), until Ctrl-C (then exit 0, quietly)."""
     from schemahub.api import Lake
     from schemahub.web.server import StatusServer
 
@@ -495,19 +650,25 @@ def cmd_serve(args) -> int:
     server = StatusServer(store, port=args.port, fresh_s=args.fresh, stale_s=args.stale)
     print(f"schemahub status page for {server.store.uri} on {server.url}  (JSON: {server.url}api/stats; Ctrl-C stops)",
           flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.httpd.server_close()
     return 0
 
 
 def cmd_compact(args) -> int:
     """Merge each closed product-day's files into one; readers switch per day, atomically."""
-    from schemahub.compact import compact
+    from schemahub.pipeline import compact_closed
     from schemahub.store import open_store
 
     store = open_store(args.storage)
     exchange, product = _table_product(args, store, _known(args))
-    res = compact(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
-                  product_id=product)
+    with _counting("compact", "product-days", show=not args.dry_run) as progress:
+        res = compact_closed(store, before=getattr(args, "before", None), dry_run=args.dry_run, exchange=exchange,
+                             product_id=product, progress=progress)
     if args.dry_run:
         print(f"would compact {len(res.planned)} product-day(s)")
         for p in res.planned:
@@ -515,6 +676,8 @@ def cmd_compact(args) -> int:
     else:
         print(f"compacted {res.partitions} product-day(s): {res.parts:,} files, {res.rows:,} rows "
               f"({res.skipped_open} still open)")
+        if res.catalog:
+            print("catalog: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in res.catalog.items()))
     return 0
 
 
@@ -522,6 +685,8 @@ def cmd_run(args) -> int:
     """One scheduled cycle: ingest every seeded product of every exchange, transform, compact closed days."""
     args.exchange, args.product, args.dry_run, args.json = None, None, False, False
     code = cmd_ingest(args)
+    if code == 130:
+        return code  # interrupted: transform and compact wait for the next run
     args.all, args.max_seconds = False, None
     code = cmd_transform(args) or code
     args.before = None
@@ -530,7 +695,8 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     """Offline: simulate every seeded exchange, run a cycle into ./demo-data, print stats and queries."""
-    from schemahub.ingest import ingest, load_seed, make_source
+    from schemahub.clock import StoppableClock
+    from schemahub.ingest import load_seed, make_source
     from schemahub.landing import IngestOptions
     from schemahub.query import OHLCV_1M, VWAP_1M_ACROSS, connect
     from schemahub.sim import SIMS
@@ -540,26 +706,29 @@ def cmd_demo(args) -> int:
     seed = {ex: ps for ex, ps in load_seed(args.mappings).items() if ex in SIMS and ps}
     store = open_store(args.storage)
     sims = _start_sims(sorted(seed), {ex: [p.product_id for p in ps] for ex, ps in seed.items()}, live=1.0)
-    results = []
+    clock = StoppableClock()
     try:
         for ex, sim in sims.items():
             print(f"== simulated {ex} API at {sim.url}")
-        print("== ingest (exactly once, into raw/)")
-        progress = Progress(enabled=sys.stderr.isatty())
-        opts = IngestOptions(since=args.since)
-        for ex, sim in sims.items():
-            source = make_source(ex, base_url=sim.url, rate=200, mappings_dir=args.mappings)
-            results += ingest(store, source, seed[ex], opts, workers=len(seed[ex]), progress=progress)
-        progress.done()
+        print("== ingest (exactly once, into raw/)", flush=True)
+        jobs = [(make_source(ex, base_url=sim.url, rate=200, mappings_dir=args.mappings, clock=clock), seed[ex])
+                for ex, sim in sims.items()]
+        results = _ingest_run(store, jobs, IngestOptions(since=args.since), workers=max(map(len, seed.values())),
+                              deadline=None, clock=clock, show=True)
     finally:
         for sim in sims.values():
             sim.stop()
     code = _report(results, False)
+    if clock.stopped:
+        return _interrupted(results)
     print("== transform (raw/ -> curated/ Parquet)")
     args.exchange = args.product = None
     args.all = args.dry_run = False
     args.max_seconds = None
     cmd_transform(args)
+    print("== compact (each closed product-day into one file)")
+    args.before = None
+    cmd_compact(args)
     print("== stats")
     args.format = "table"
     cmd_stats(args)
@@ -687,10 +856,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", parents=[common], help="rows, time range, freshness and sizes per product")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--watch", nargs="?", const=2.0, type=_positive["--watch"], metavar="SECONDS",
+                   help="show it again every SECONDS (default 2) until Ctrl-C; redrawn in place on a terminal")
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("serve", parents=[common], help="a live status page on http://127.0.0.1:PORT (and its JSON)")
-    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=_positive["--port"], default=8000,
+                   help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     s.add_argument("--fresh", type=float, default=900, help="seconds a last trade counts as fresh (default 900)")
     s.add_argument("--stale", type=float, default=7200, help="seconds after which it is stale (default 7200)")
     s.set_defaults(func=cmd_serve)
@@ -772,9 +944,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("schemahub: interrupted; a later run continues where this one stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (`| head`): nothing more to say
-        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, as schemahub.output does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush must not fail again
+        return 0
     except Exception as e:  # a bug: still one line, the traceback on request
         _say(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
                           "and please report it)"), verbose)

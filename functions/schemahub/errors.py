@@ -71,6 +71,24 @@ class InvalidCheckpoint(DamagedObject):
     """A checkpoint is unreadable or inconsistent with the raw chain; `schemahub repair-checkpoint` rebuilds it."""
 
 
+# ------------------------------------------------------------------ catalog (Glue)
+
+class CatalogError(SchemahubError):
+    """The table catalog (Glue) failed in a way callers cannot fix by retrying."""
+
+
+class CatalogMissing(CatalogError):
+    """The catalog's database or table does not exist (not deployed, or SCHEMAHUB_GLUE_TABLE names another)."""
+
+
+class CatalogAccessDenied(CatalogError):
+    """The catalog refused the request: grant the identity the glue action on the catalog, database and table."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The catalog could not be reached or kept throttling after retries: run again later."""
+
+
 # ------------------------------------------------------------------ sources
 
 class SourceError(SchemahubError):
@@ -87,6 +105,14 @@ class Retryable(SourceError):
 
 class RetryBudgetExhausted(SourceError):
     """Retries ran out; the product's run stops and advances nothing further."""
+
+
+class Unreachable(RetryBudgetExhausted):
+    """The exchange's host cannot be reached at all (DNS lookup failed, connection refused): retried at most once."""
+
+
+class BodyTooLarge(SourceError):
+    """A response body is larger than the client's cap (refused, never buffered beyond it)."""
 
 
 class ExchangeBanned(SourceError):
@@ -111,8 +137,28 @@ class GeoBlocked(ExchangeBanned):
                          retry_after_s=self.BLOCK_S)
 
 
+class ArchiveError(SourceError):
+    """An exchange's archive file cannot be landed as it is (sources/archive.py); nothing of it lands."""
+
+
+class ArchiveChecksumMismatch(ArchiveError):
+    """A downloaded archive file's SHA-256 differs from its checksum file, after every retry."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """An archive file unpacks to more than archive.source.max_csv_bytes."""
+
+
+class ArchiveReplaced(ArchiveError):
+    """An archive file already (partly) landed has been replaced by the exchange: its checksum changed."""
+
+
 class DeadlineReached(SchemahubError):
     """The run's time budget does not allow another attempt; stop cleanly (a later run continues)."""
+
+
+class Interrupted(DeadlineReached):
+    """The user asked the run to stop (Ctrl-C): it stops like at a deadline, landing or dropping whole objects."""
 
 
 class LeaseHeld(SchemahubError):

@@ -1,7 +1,14 @@
-"""Ingest orchestration: resolve products, build sources, land products in parallel."""
+"""Ingest orchestration: resolve products, build sources, land products in parallel.
+
+`ingest_exchanges` is the one path of the CLI's ingest, run and demo: every exchange in its own thread with its
+own rate budget (its products share the exchange's limiter, `workers` of them at a time), so a run takes about
+as long as its slowest exchange. A stop asked through a StoppableClock (Ctrl-C) ends every exchange at an object
+boundary. The Lambda lands one product per invocation through pipeline.ingest_product, as `ingest` does here.
+"""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +23,7 @@ from schemahub.pipeline import ingest_product
 from schemahub.sources.base import Product, Source
 from schemahub.sources.build import build_source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
-from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_base_url
+from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_archive_url, with_base_url
 from schemahub.store.base import ObjectStore
 
 SEED_FILE = "product_ids_seed.yaml"
@@ -29,11 +36,19 @@ def make_source(
     rate: float | None = None,
     mappings_dir: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    archive_url: str | None = None,
 ) -> Source:
-    """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping."""
+    """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping.
+
+    The archive's files come from archive_url, else SCHEMAHUB_<EX>_ARCHIVE_URL, else base_url (see
+    with_base_url), else the mapping.
+    """
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
         spec = with_base_url(spec, base_url)
+    archive_url = archive_url or (settings.archive_url(exchange) if spec.archive is not None else None)
+    if archive_url:
+        spec = with_archive_url(spec, archive_url)
     source = source_from_spec(spec, rate=rate, clock=clock)
     source.mappings_dir = mappings_dir  # its listing unifies assets with this folder's assets.yaml
     return source
@@ -57,7 +72,12 @@ def source_from_spec(spec: ExchangeSpec, *, rate: float | None = None, clock: Cl
         weight=WeightBudget(s.weight.header, s.weight.limit, s.weight.window_s, s.weight.pause_at, clock) if s.weight else None,
         clock=clock,
     )
-    return build_source(spec, http)
+    source = build_source(spec, http)
+    if spec.archive is not None:
+        from schemahub.sources.archive import ArchiveSource
+
+        source.archive = ArchiveSource(spec, source, clock=clock)
+    return source
 
 
 # ----------------------------------------------------------------- the seed
@@ -126,16 +146,73 @@ def ingest(
     """Land each product; one product's failure never stops the others."""
     lander = Lander(store, source, clock=clock, progress=progress)
     banned: list[str] = []
+    started = getattr(progress, "started", None)
+    finished = getattr(progress, "finished", None)
 
     def one(p: Product) -> ProductResult:
-        if banned:
-            return ProductResult(source.exchange, p.product_id, status="skipped", message=f"exchange banned us: {banned[0]}")
-        res = ingest_product(store, source, p, opts, deadline, clock=clock, lander=lander)  # the Lambda's path too
-        if getattr(source.http, "banned", None) and not banned:  # a source without HTTP (tests) is never banned
-            banned.append(source.http.banned)
-        return res
+        try:
+            if banned:
+                return ProductResult(source.exchange, p.product_id, status="skipped",
+                                     message=f"exchange banned us: {banned[0]}")
+            if clock.stopped:
+                return ProductResult(source.exchange, p.product_id, status="skipped", more_to_do=True,
+                                     message="interrupted before it started; a rerun lands it")
+            if started:
+                started(source.exchange, p.product_id)
+            res = ingest_product(store, source, p, opts, deadline, clock=clock, lander=lander)  # the Lambda's path too
+            if getattr(source.http, "banned", None) and not banned:  # a source without HTTP (tests) is never banned
+                banned.append(source.http.banned)
+            return res
+        finally:
+            if finished:
+                finished(source.exchange, p.product_id)
 
     if workers <= 1 or len(products) <= 1:
         return [one(p) for p in products]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
         return list(pool.map(one, products))
+
+
+def ingest_exchanges(
+    store: ObjectStore,
+    jobs: list[tuple[Source, list[Product]]],
+    opts: IngestOptions,
+    *,
+    workers: int = 1,
+    deadline: float | None = None,
+    progress=None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> list[ProductResult]:
+    """Every exchange at once, each in its own thread with its own rate budget; results in the jobs' order.
+
+    `workers` products of one exchange at a time (they share its limiter). One exchange failing, unreachable
+    or banned never holds up the others. With progress, each source's HTTP waits are reported to
+    `progress.waiting(exchange, reason, seconds)`.
+    """
+    results: list[list[ProductResult] | None] = [None] * len(jobs)
+    errors: list[BaseException | None] = [None] * len(jobs)
+    waiting = getattr(progress, "waiting", None)
+
+    def run(k: int, source: Source, products: list[Product]) -> None:
+        try:
+            if waiting is not None and hasattr(source.http, "on_wait"):
+                source.http.on_wait = lambda reason, s, ex=source.exchange: waiting(ex, reason, s)
+            results[k] = ingest(store, source, products, opts, workers=workers, deadline=deadline,
+                                progress=progress, clock=clock)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors[k] = e
+
+    if len(jobs) == 1:
+        run(0, *jobs[0])
+    else:
+        threads = [threading.Thread(target=run, args=(k, src, prods), name=f"ingest-{src.exchange}", daemon=True)
+                   for k, (src, prods) in enumerate(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)  # short joins: the main thread stays free to take Ctrl-C
+    for e in errors:
+        if e is not None:
+            raise e
+    return [r for rs in results for r in (rs or [])]

@@ -10,7 +10,11 @@ The store root holds:
     quarantine/<exchange>/<product>/<start>.jsonl                rows the mapping refused, with reasons
     damaged/<exchange>/<product>/<start>.jsonl.gz.json           a raw object set aside as damaged, with its reason
     curated/exchange=<e>/product_id=<p>/date=<d>/<start>.parquet one file per raw object per UTC day
-    compacted/exchange=<e>/product_id=<p>/date=<d>/...           one file per closed product-day + manifest
+    compacted/exchange=<e>/product_id=<p>/date=<d>/manifest.json which copy holds the day, and of which parts
+    compacted/exchange=<e>/product_id=<p>/date=<d>/v-<digest>/compact-<digest>.parquet
+                                                                 one copy per version of a closed product-day, alone
+                                                                 in its folder (a Glue partition location)
+    archive/<exchange>/<product>/<archive file name>.json        an exchange archive file landed, with its sha256
     raw/<exchange>/<product>/<start>-<end>.amend.jsonl.gz         an audit repair: the ids (start, end] of a hole,
                                                                  create-only; outside the chain, transformed like raw
     audit/exchange=<e>/product_id=<p>/date=<d>.json              the audit's report of one product-day
@@ -32,6 +36,7 @@ QUARANTINE = "quarantine/"
 DAMAGED = "damaged/"
 CURATED = "curated/"
 COMPACTED = "compacted/"
+ARCHIVE_FILES = "archive/"
 MANIFEST = "manifest.json"
 AUDIT = "audit/"
 AMEND_SUFFIX = ".amend.jsonl.gz"
@@ -151,6 +156,21 @@ def ban_key(exchange: str) -> str:
     return f"{BANS}{exchange}.json"
 
 
+_ARCHIVE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def archive_record_prefix(exchange: str, product_id: str) -> str:
+    exchange, product_id = _ids(exchange, product_id)
+    return f"{ARCHIVE_FILES}{exchange}/{product_id}/"
+
+
+def archive_record_key(exchange: str, product_id: str, file_name: str) -> str:
+    """Where landing records an exchange archive file it took rows from (its name and SHA-256)."""
+    if not _ARCHIVE_FILE.match(file_name):
+        raise InvalidName(f"archive file name {file_name!r} is not letters, digits, '.', '_' and '-'")
+    return f"{archive_record_prefix(exchange, product_id)}{file_name}.json"
+
+
 # ------------------------------------------------------------------ transform
 
 def marker_key(raw_key: str) -> str:
@@ -224,19 +244,51 @@ def curated_key(exchange: str, product_id: str, date: str, raw_key: str) -> str:
     return f"{CURATED}{partition(exchange, product_id, date)}/{raw_name(raw_key)}.parquet"
 
 
+#: The folder of one compacted copy: 'v-' and the 16 hex digits of the digest of the parts it holds.
+VERSION = re.compile(r"^v-[0-9a-f]{16}$")
+
+
 def parse_table_file(key: str) -> tuple[str, str, tuple[str, str, str]] | None:
-    """(base, partition path, (exchange, product_id, date)) for a key under curated/ or compacted/."""
+    """(base, partition path, (exchange, product_id, date)) for a key under curated/ or compacted/
+    (a compacted copy may sit one version folder deeper: compacted/<partition>/v-<digest>/<name>)."""
     for base in (CURATED, COMPACTED):
         if key.startswith(base):
             rest = key[len(base):]
             path, _, _name = rest.rpartition("/")
+            if base == COMPACTED:
+                head, _, last = path.rpartition("/")
+                if VERSION.match(last):
+                    path = head
             parsed = parse_partition(path)
             return (base, path, parsed) if parsed else None
     return None
 
 
+def parts_prefix(partition_path: str) -> str:
+    """The folder of a day's parts: what a catalog partition points at while the day is read as parts."""
+    return f"{CURATED}{partition_path}/"
+
+
+def compacted_version(digest: str) -> str:
+    """'v-<digest>': the folder of one compacted copy, inside its partition under compacted/."""
+    name = f"v-{digest}"
+    if not VERSION.match(name):
+        raise ValueError(f"{digest!r} is not 16 hex digits")
+    return name
+
+
+def compacted_file(digest: str) -> str:
+    """A copy's path relative to its partition under compacted/ (what a manifest's `file` names)."""
+    return f"{compacted_version(digest)}/compact-{digest}.parquet"
+
+
 def compacted_key(partition_path: str, name: str) -> str:
     return f"{COMPACTED}{partition_path}/{name}"
+
+
+def location_of(key: str) -> str:
+    """The folder holding a table file: a compacted copy's version folder, or a day's parts folder."""
+    return key.rsplit("/", 1)[0] + "/"
 
 
 def manifest_key(partition_path: str) -> str:

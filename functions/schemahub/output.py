@@ -108,6 +108,13 @@ def write(reader, fmt: str, output: str | None = None) -> int:
         return _WRITERS[fmt](reader, f)
 
 
+def render(reader, fmt: str, out) -> int:
+    """Write every batch as table, csv or json to the text stream `out` (a frame of `stats --watch`)."""
+    if fmt == "parquet":
+        raise UsageError("parquet is binary: it cannot be shown as text")
+    return _WRITERS[fmt](reader, _TextSink(out) if fmt == "csv" else out)
+
+
 def _to_stdout(reader, fmt: str) -> int:
     binary = getattr(sys.stdout, "buffer", None)
     if fmt in ("parquet", "csv") and binary is not None:
@@ -253,6 +260,8 @@ def _cell(v) -> str:
 
 #: Field metadata that right-aligns a text column in tables (sizes such as "2.65 MiB").
 RIGHT = {b"align": b"right"}
+#: Schema metadata key: the table's last line instead of "(N rows)" (stats: "(9 products)").
+FOOTER = b"schemahub.footer"
 
 
 def _right(f: pa.Field) -> bool:
@@ -283,7 +292,8 @@ def _table(reader, out) -> int:
         widths = [len(c) for c in names]
         if names:
             out.write(line(names) + "\n" + line(["-" * w for w in widths]) + "\n")
-    out.write(f"({n:,} row{'s' if n != 1 else ''})\n")
+    footer = (reader.schema.metadata or {}).get(FOOTER)
+    out.write((footer.decode() if footer else f"({n:,} row{'s' if n != 1 else ''})") + "\n")
     return n
 
 

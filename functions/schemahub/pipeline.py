@@ -5,6 +5,7 @@
 - `summarize_cycle`: which planned products failed, which have more to do, and the input that retries them.
 - `may_continue`: whether a Step Functions child may start another Ingest and still end inside its limit.
 - `audit`: the completeness audit (CLI `schemahub audit` and the daily audit Lambda), with `repair`.
+- `compact_closed`: every closed product-day into one file, and the catalog pointed at it (CLI and Lambda).
 
 Plain Python: no AWS code here. The handlers only parse events and map these results.
 """
@@ -123,3 +124,16 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
     if write:
         result.reports = au.write_reports(store, result, start, end)
     return result
+
+
+def compact_closed(store: ObjectStore, *, catalog=None, clock: Clock = SYSTEM_CLOCK, deadline: float | None = None,
+                   dry_run: bool = False, before=None, exchange: str | None = None, product_id: str | None = None,
+                   progress=None):
+    """Compact every closed product-day (before today, UTC, by `clock`; or before `before`), then point the
+    catalog's partitions at what readers read (schemahub.compact). Starts no new day after `deadline`
+    (time.monotonic()): the rest is left for the next run, counted in the result's `pending`."""
+    from schemahub.compact import compact
+
+    before = before or clock.now().astimezone(timezone.utc).date()
+    return compact(store, before=before, dry_run=dry_run, exchange=exchange, product_id=product_id,
+                   catalog=catalog, deadline=deadline, progress=progress)

@@ -23,7 +23,9 @@ MAPPINGS = "SCHEMAHUB_MAPPINGS"
 HTTP_TIMEOUT = "SCHEMAHUB_HTTP_TIMEOUT"
 LOG_FORMAT = "SCHEMAHUB_LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
-_PER_EXCHANGE = re.compile(r"^SCHEMAHUB_(?P<exchange>.+)_(?P<what>BASE_URL|RATE_LIMIT)$")
+GLUE_TABLE = "SCHEMAHUB_GLUE_TABLE"  # <database>.<table>: the Glue table whose partitions follow the store
+_GLUE_NAME = re.compile(r"^[a-z0-9_]{1,255}$")
+_PER_EXCHANGE = re.compile(r"^SCHEMAHUB_(?P<exchange>.+)_(?P<what>BASE_URL|RATE_LIMIT|ARCHIVE_URL)$")
 # S3's rules for bucket names (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 _BUCKET = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _URL = re.compile(r"^https?://[^/\s]+\S*$")
@@ -31,6 +33,10 @@ _URL = re.compile(r"^https?://[^/\s]+\S*$")
 
 def base_url_var(exchange: str) -> str:
     return f"SCHEMAHUB_{exchange.upper()}_BASE_URL"
+
+
+def archive_url_var(exchange: str) -> str:
+    return f"SCHEMAHUB_{exchange.upper()}_ARCHIVE_URL"
 
 
 def rate_limit_var(exchange: str) -> str:
@@ -115,6 +121,13 @@ def base_url(exchange: str, environ: Mapping[str, str] | None = None) -> str | N
     return None if value is None else http_url(value, name)
 
 
+def archive_url(exchange: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where the exchange's archive files are fetched from (overrides the mapping's archive.source.base_url)."""
+    name = archive_url_var(exchange)
+    value = _get(name, environ)
+    return None if value is None else http_url(value, name)
+
+
 def rate_limit(exchange: str, environ: Mapping[str, str] | None = None) -> float | None:
     """Requests per second for the exchange's client (overrides the mapping's rate_limit)."""
     name = rate_limit_var(exchange)
@@ -137,6 +150,18 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
     return value.lower()
 
 
+def glue_table(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(database, table) from SCHEMAHUB_GLUE_TABLE=<database>.<table>, or None when unset (no catalog)."""
+    value = _get(GLUE_TABLE, environ)
+    if value is None:
+        return None
+    database, dot, table = value.partition(".")
+    if not dot or not _GLUE_NAME.match(database) or not _GLUE_NAME.match(table):
+        raise UsageError(f"{GLUE_TABLE} {value!r} is not <database>.<table> in lower-case letters, digits and '_' "
+                         "(e.g. schemahub.trades)")
+    return database, table
+
+
 def check_environment(exchanges: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
     """Check every SCHEMAHUB_* variable at once, at the entry point, before any work.
 
@@ -150,10 +175,12 @@ def check_environment(exchanges: Iterable[str], environ: Mapping[str, str] | Non
     mappings(environ)
     http_timeout(environ)
     log_format(environ)
+    glue_table(environ)
     for ex in known:
         base_url(ex, environ)
+        archive_url(ex, environ)
         rate_limit(ex, environ)
-    expected = {STORAGE, MAPPINGS, HTTP_TIMEOUT, LOG_FORMAT}
+    expected = {STORAGE, MAPPINGS, HTTP_TIMEOUT, LOG_FORMAT, GLUE_TABLE}
     for name in sorted(environ):
         if not name.startswith("SCHEMAHUB_") or name in expected:
             continue

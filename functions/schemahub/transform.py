@@ -96,11 +96,20 @@ class Transformer:
     state kept between objects (and between invocations of a warm Lambda).
     """
 
-    def __init__(self, store: ObjectStore, *, mappings_dir=None) -> None:
+    def __init__(self, store: ObjectStore, *, mappings_dir=None, catalog=None) -> None:
         self.store = store
         self.mappings_dir = mappings_dir
         self._compiled: dict[str, tuple[Compiled, bool]] = {}
         self._compiled_csv: dict[str, CompiledCsv] = {}
+        self._catalog = catalog  # schemahub.catalog: default open_catalog(store), on first use
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            from schemahub.catalog import open_catalog
+
+            self._catalog = open_catalog(self.store)
+        return self._catalog
 
     def _load(self, exchange: str) -> tuple[Compiled, bool]:
         if exchange not in self._compiled:
@@ -145,7 +154,8 @@ class Transformer:
         done = {o.key for o in self.store.list(marker_prefix(prefix))}
         return [k for k in raw if marker_key(k) not in done], stray
 
-    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None) -> TransformResult:
+    def run(self, *, rebuild: bool = False, dry_run: bool = False, prefix: str = "raw/", deadline: float | None = None,
+            progress=None) -> TransformResult:
         """Transform pending raw objects under prefix; stop starting new ones after deadline (time.monotonic()).
 
         One object's failure never stops the others: a damaged object is set aside (recorded under damaged/,
@@ -157,7 +167,9 @@ class Transformer:
             res.pending = keys
             return res
         marked_damaged = {raw_key_of_damaged(o.key) for o in self.store.list(damaged_prefix(prefix))}
-        for key in keys:
+        for done, key in enumerate(keys):
+            if progress is not None:  # progress(objects done, objects to do), for a person at a terminal
+                progress(done, len(keys))
             if deadline is not None and time.monotonic() > deadline:
                 res.pending.append(key)
                 continue
@@ -242,6 +254,10 @@ class Transformer:
                 digests[key] = hashlib.sha256(body).hexdigest()[:32]
         if old is not None:
             self._retire(old, digests, res)
+        # Before the marker: each day this object wrote to is read as its parts by Athena too (registered, or
+        # moved back from a compacted copy that lacks this part); a crash before this just transforms again.
+        for path in sorted({parse_table_file(k)[1] for k in res.files}):
+            self.catalog.show_parts(path)
         marker = {"raw_key": raw_key, "rows": res.rows, "quarantined": res.quarantined, "duplicates": res.duplicates,
                   "files": res.files, "digests": digests, "symbol": header.symbol}
         self.store.put(marker_key(raw_key), json.dumps(marker, sort_keys=True).encode())
@@ -274,6 +290,7 @@ class Transformer:
         for key in sorted(changed):
             _, path, _ = parse_table_file(key)
             invalidate_compaction(self.store, path)
+            self.catalog.show_parts(path)  # the manifest is gone first: a switch that checks again sees it
         if res.removed:
             log.info("%s: removed %d file(s) an earlier mapping wrote: %s", res.raw_key, len(res.removed),
                      ", ".join(res.removed))

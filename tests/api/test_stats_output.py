@@ -111,3 +111,21 @@ def test_a_missing_storage_folder_is_an_error_with_a_hint(tmp_path):
     assert "storage './data': no such folder; did you mean demo-data (--storage demo-data)?" in r.stderr
     with pytest.raises(schemahub.errors.UsageError, match="no such folder"):
         schemahub.open(str(tmp_path / "nope"))
+
+
+def test_stats_table_speaks_times_ages_and_products(lake):
+    """Times to the second in UTC, freshness as an age, counts with separators, and a footer counting products
+    (the totals row is not one); JSON keeps freshness_s in seconds."""
+    from schemahub.api import human_age
+
+    assert [human_age(s) for s in (0, 42.5, 61, 3725, 129958.6, 90061)] == ["0s", "42s", "1m 1s", "1h 2m", "1d 12h",
+                                                                          "1d 1h"]
+    out = _cli("stats", "--storage", lake).stdout.splitlines()
+    header = out[0].split()
+    assert header[5] == "freshness" and out[-1] == "(2 products)"
+    btc = out[2].split()
+    assert btc[:4] == ["coinbase", "BTC-USD", "2", "2026-11-30"] and btc[4] == "12:01:00Z"  # first trade 12:01:00.5
+    assert btc[7].endswith("d") or btc[8].endswith("h")  # an age, e.g. "3d 4h", not seconds
+    [row] = [r for r in json.loads(_cli("stats", "--storage", lake, "--format", "json").stdout)
+             if r["product_id"] == "BTC-USD"]
+    assert isinstance(row["freshness_s"], float) and row["freshness_s"] > 0

@@ -120,6 +120,40 @@ class World:
             self.extra_env[f"SCHEMAHUB_{ex.upper()}_BASE_URL"] = url
             self.extra_env[f"SCHEMAHUB_{ex.upper()}_RATE_LIMIT"] = "500"
         self.sandboxes = {}
+        self.create_catalog()
+
+    def create_catalog(self) -> None:
+        """The template's Glue database and table, in moto (a fresh table: no partitions of an earlier module)."""
+        glue = self.glue()
+        [db] = resources(self.dep.template, "AWS::Glue::Database").values()
+        [table] = resources(self.dep.template, "AWS::Glue::Table").values()
+        props = self.dep.resolve(table["Properties"])
+        try:
+            glue.create_database(DatabaseInput=self.dep.resolve(db["Properties"]["DatabaseInput"]))
+        except glue.exceptions.AlreadyExistsException:
+            pass
+        try:
+            glue.delete_table(DatabaseName=props["DatabaseName"], Name=props["TableInput"]["Name"])
+        except glue.exceptions.EntityNotFoundException:
+            pass
+        glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
+        self.glue_table = (props["DatabaseName"], props["TableInput"]["Name"])
+
+    def glue(self):
+        import boto3
+
+        return boto3.client("glue", endpoint_url=self.endpoint, region_name=self.dep.region)
+
+    def partitions(self) -> dict[str, str]:
+        """partition path -> Location, as Athena would plan from Glue."""
+        from schemahub.layout import partition
+
+        db, name = self.glue_table
+        out = {}
+        for page in self.glue().get_paginator("get_partitions").paginate(DatabaseName=db, TableName=name):
+            for p in page["Partitions"]:
+                out[partition(*p["Values"])] = p["StorageDescriptor"]["Location"]
+        return out
 
     def sandbox(self, handler: str):
         from tests.aws.sandbox import LambdaSandbox

@@ -179,4 +179,49 @@ def may_learn_absence(statements: list[dict], bucket: str, *, partition: str = "
     return allowed(statements, "s3:ListBucket", f"arn:{partition}:s3:::{bucket}", {"aws:SecureTransport": "true"})
 
 
-__all__ = ["Decision", "S3Request", "allowed", "condition_holds", "decide", "may_learn_absence", "s3_request"]
+# ------------------------------------------------------------------ Glue requests as IAM sees them
+
+# Which resources a Glue Data Catalog call is authorized on: every one of them must be allowed
+# (https://docs.aws.amazon.com/glue/latest/dg/glue-specifying-resource-arns.html: a partition call needs the
+# catalog, the database and the table; a database call the catalog and the database).
+GLUE_RESOURCES = {
+    "GetDatabase": "database", "GetTable": "table", "GetTables": "database", "CreateTable": "table",
+    "CreatePartition": "table", "GetPartition": "table", "GetPartitions": "table", "UpdatePartition": "table",
+    "DeletePartition": "table", "BatchCreatePartition": "table", "BatchGetPartition": "table",
+    "BatchUpdatePartition": "table", "BatchDeletePartition": "table",
+}
+
+
+@dataclass
+class GlueRequest:
+    action: str
+    resources: list[str]
+
+
+def glue_request(operation: str, params: dict, *, region: str, account: str, partition: str = "aws") -> GlueRequest:
+    """The IAM action and the resource ARNs (all of which must be allowed) of one Glue call."""
+    if operation not in GLUE_RESOURCES:
+        raise ValueError(f"Glue operation {operation} is not modelled by the rules layer; add it to GLUE_RESOURCES")
+    catalog = params.get("CatalogId") or account
+    base = f"arn:{partition}:glue:{region}:{catalog}"
+    db = params["Name"] if operation == "GetDatabase" else params["DatabaseName"]
+    out = [f"{base}:catalog", f"{base}:database/{db}"]
+    if GLUE_RESOURCES[operation] == "table":
+        table = {"GetTable": lambda: params["Name"], "CreateTable": lambda: params["TableInput"]["Name"]}.get(
+            operation, lambda: params["TableName"])()
+        out.append(f"{base}:table/{db}/{table}")
+    return GlueRequest(f"glue:{operation}", out)
+
+
+def decide_all(statements: list[dict], action: str, resources: list[str]) -> Decision:
+    """Allowed only if every resource is: the first refusal decides."""
+    d = Decision(False, "no resource")
+    for r in resources:
+        d = decide(statements, action, r)
+        if not d.allowed:
+            return d
+    return d
+
+
+__all__ = ["Decision", "GlueRequest", "S3Request", "allowed", "condition_holds", "decide", "decide_all",
+           "glue_request", "may_learn_absence", "s3_request"]

@@ -96,6 +96,13 @@ def _check(model, context, **_):
             return _denied("AccessDenied", f"User: {ROLE_ARN} is not authorized to perform: {req.action} on resource: "
                                            f"{req.resource} ({entry['reason']})")
         return None
+    if service == "glue":
+        req = iam.glue_request(op, params, region=os.environ["AWS_REGION"], account=ROLE_ARN.split(":")[4])
+        d = iam.decide_all(STATEMENTS, req.action, req.resources)
+        _calls.append({"service": service, "op": op, "action": req.action, "resource": req.resources,
+                       "allowed": d.allowed, "reason": d.reason})
+        return None if d.allowed else _denied("AccessDeniedException", f"User: {ROLE_ARN} is not authorized to "
+                                              f"perform: {req.action} ({d.reason})", 400)
     action = f"{service}:{op}"
     d = iam.decide(STATEMENTS, action, "*", {})
     _calls.append({"service": service, "op": op, "action": action, "resource": "*", "allowed": d.allowed,

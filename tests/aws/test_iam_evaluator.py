@@ -86,3 +86,28 @@ def test_absence_is_disclosed_only_with_an_unconditioned_list_bucket():
     assert not may_learn_absence([GET_RAW, LIST_RAW], "data")  # a prefix-scoped ListBucket does not disclose
     assert may_learn_absence([GET_RAW, {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": B}], "data")
     assert not may_learn_absence([{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::other"}], "data")
+
+
+def test_glue_partition_calls_need_the_catalog_the_database_and_the_table():
+    from tests.aws.iam import decide_all, glue_request
+
+    base = "arn:aws:glue:eu-west-1:123456789012"
+    r = glue_request("BatchUpdatePartition", {"DatabaseName": "schemahub", "TableName": "trades", "Entries": []},
+                     region="eu-west-1", account="123456789012")
+    assert r.action == "glue:BatchUpdatePartition"
+    assert r.resources == [f"{base}:catalog", f"{base}:database/schemahub", f"{base}:table/schemahub/trades"]
+    assert glue_request("GetTable", {"DatabaseName": "schemahub", "Name": "trades"}, region="eu-west-1",
+                        account="123456789012").resources[2] == f"{base}:table/schemahub/trades"
+    grant = {"Effect": "Allow", "Action": ["glue:BatchUpdatePartition"], "Resource": r.resources}
+    assert decide_all([grant], r.action, r.resources).allowed
+    # The table alone is not enough: Glue also authorizes the call on its database and catalog.
+    only_table = {**grant, "Resource": [f"{base}:table/schemahub/trades"]}
+    d = decide_all([only_table], r.action, r.resources)
+    assert not d.allowed and f"{base}:catalog" in d.reason
+    # Another table of the same database is refused.
+    other = glue_request("UpdatePartition", {"DatabaseName": "schemahub", "TableName": "other"},
+                         region="eu-west-1", account="123456789012")
+    assert not decide_all([{**grant, "Action": "glue:UpdatePartition"}], other.action, other.resources).allowed
+    with pytest.raises(ValueError, match="not modelled"):
+        glue_request("DeleteTable", {"DatabaseName": "schemahub", "Name": "trades"}, region="eu-west-1",
+                     account="123456789012")

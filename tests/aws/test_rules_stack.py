@@ -237,7 +237,8 @@ def test_every_alarm_pages_the_sns_topic_with_the_context_email(dep):
     assert {"ProductsFailed", "Errors", "ApproximateNumberOfMessagesVisible", "ExecutionsFailed"} <= reads
     errors = {dict(m.dimensions).get("FunctionName") for a in alarms.values()
               for m in alarm_metrics(a) if m.name == "Errors"}
-    for h in ("handlers.plan.handler", "handlers.ingest.handler", "handlers.transform.handler"):
+    for h in ("handlers.plan.handler", "handlers.ingest.handler", "handlers.transform.handler",
+              "handlers.compact.handler"):
         assert dep.names[dep.function_id(h)] in errors, h
 
 
@@ -291,10 +292,18 @@ def test_synth_warns_for_a_us_region_with_a_geo_blocking_exchange_seeded():
 
 # ------------------------------------------------------------------ finding 7: Athena
 
-def test_date_projection_starts_at_the_first_ingest_day(dep):
+def test_no_date_projection_days_are_registered_partitions_from_the_first_landed_day(dep):
+    """Projection would list every projected day from first_date (one S3 LIST per exchange x product x day);
+    registered partitions start at the first landed day by construction: the transform registers each one."""
     [table] = resources(dep.template, "AWS::Glue::Table").values()
     params = table["Properties"]["TableInput"]["Parameters"]
-    assert params["projection.date.range"] == "2026-11-01,NOW"  # the synth fixture's -c first_date
+    assert "projection.enabled" not in params and "projection.date.range" not in params
+    for handler, action in (("handlers.transform.handler", "glue:CreatePartition"),
+                            ("handlers.compact.handler", "glue:BatchUpdatePartition")):
+        fn = dep.function_id(handler)
+        assert dep.environment(fn)["SCHEMAHUB_GLUE_TABLE"] == "schemahub.trades"
+        assert any(action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+                   for s in dep.role_statements(dep.role_of(fn)))
 
 
 def test_every_named_query_has_a_date_predicate_and_ohlcv_breaks_ties(dep):
@@ -313,3 +322,14 @@ def test_sqs_trigger_has_a_maximum_concurrency(dep):
     [esm] = resources(dep.template, "AWS::Lambda::EventSourceMapping").values()
     mc = esm["Properties"].get("ScalingConfig", {}).get("MaximumConcurrency")
     assert mc is not None and 2 <= mc <= 10
+
+
+def test_compaction_runs_daily_after_midnight_within_the_lambda_limit(dep):
+    fn = dep.function_id("handlers.compact.handler")
+    rules = [r["Properties"] for r in resources(dep.template, "AWS::Events::Rule").values()
+             if any(t.get("Arn") == {"Fn::GetAtt": [fn, "Arn"]} for t in r["Properties"].get("Targets", []))]
+    assert [r["ScheduleExpression"] for r in rules] == ["cron(40 0 * * ? *)"]
+    assert dep.function(fn)["Timeout"] == 900  # the Lambda maximum; the handler stops starting days before it
+    from handlers.compact import SAFETY_S
+
+    assert 0 < SAFETY_S < dep.function(fn)["Timeout"]

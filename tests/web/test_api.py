@@ -254,7 +254,7 @@ def _serve_cli(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_serve_command_prints_its_address_serves_json_and_stops_on_ctrl_c(lake):
+def test_serve_command_prints_its_address_serves_json_and_stops_quietly_on_ctrl_c(lake):
     proc = _serve_cli("--storage", lake["root"], "--port", "0")
     try:
         line = proc.stdout.readline()
@@ -265,7 +265,7 @@ def test_serve_command_prints_its_address_serves_json_and_stops_on_ctrl_c(lake):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
-    assert proc.returncode == 130
+    assert proc.returncode == 0 and proc.stderr.read() == ""  # Ctrl-C is how it stops: quietly, exit 0
 
 
 def test_serve_on_a_taken_port_says_so_in_one_line(lake, served):
@@ -283,3 +283,51 @@ def test_serve_on_a_folder_that_does_not_exist_says_so_instead_of_showing_an_emp
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and out == ""
     assert err.startswith(f"schemahub: error: storage '{tmp_path / 'typo'}': no such folder") and err.count("\n") == 1
+
+
+def _ask(server, host: str | None, path: str = "/api/stats") -> tuple[int, str]:
+    import http.client
+
+    port = server.httpd.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_the_server_answers_only_requests_addressed_to_it_on_the_loopback(served):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends `Host: evil.example:PORT`.
+    Only 127.0.0.1, localhost and [::1] at the server's own port are answered; others get 421 and one line."""
+    server, _ = served
+    port = server.httpd.server_address[1]
+    assert server.httpd.server_address[0] == "127.0.0.1"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        code, body = _ask(server, host)
+        assert code == 200 and json.loads(body)["totals"]["rows"] > 0, (host, code, body)
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", f"127.0.0.1.evil.example:{port}",
+                 f"localhost:{port}@evil.example", "127.0.0.1", ""):
+        for path in ("/api/stats", "/", "/app.js"):
+            code, body = _ask(server, host, path)
+            assert code == 421, (host, path, code)
+            assert json.loads(body) == {"error": f"this server answers requests for 127.0.0.1:{port}, "
+                                                 f"localhost:{port} or [::1]:{port}, not {host!r}"}
+    code, body = _ask(server, None)
+    assert code == 400 and "Host" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(("port", "says"), [("99999", "--port '99999' is more than the maximum of 65535"),
+                                            ("65536", "--port '65536' is more than the maximum of 65535"),
+                                            ("-1", "--port '-1' must be 0 or more"),
+                                            ("http", "--port 'http' is not a whole number")])
+def test_serve_with_a_port_out_of_range_is_one_usage_line(tmp_path, port, says):
+    (tmp_path / "lake").mkdir()
+    proc = _serve_cli("--storage", str(tmp_path / "lake"), "--port", port)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (2, "")
+    assert err == f"schemahub: error: {says} (see `schemahub serve --help`)\n"

@@ -29,10 +29,11 @@ Why it holds:
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from schemahub import rawobject
 from schemahub.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +41,7 @@ from schemahub.errors import (
     DamagedObject,
     DeadlineReached,
     ExchangeBanned,
+    Interrupted,
     InvalidCheckpoint,
     LeaseHeld,
     NotFound,
@@ -50,7 +52,7 @@ from schemahub.landing.checkpoint import Checkpoint, Checkpoints, repair_hint
 from schemahub.landing.checkpoint import iso as _iso
 from schemahub.landing.lease import Lease
 from schemahub.layout import RawKey, checkpoint_key, parse_raw_key, raw_key, raw_prefix
-from schemahub.sources.base import Chunk, Product, Source
+from schemahub.sources.base import Chunk, Product, Source, parse_time
 from schemahub.store.base import ObjectStore
 
 log = logging.getLogger("schemahub.landing")
@@ -71,6 +73,7 @@ class ProductResult:
     lo: int | None = None
     hi: int | None = None
     head: int | None = None
+    newest_us: int | None = None  # time of the newest trade landed (µs UTC), this run or before it
     message: str = ""
     plan: dict = field(default_factory=dict)
     # Page checks (sources/, see Chunk): ids the exchange confirmed missing, ids that went backwards, rows
@@ -79,9 +82,13 @@ class ProductResult:
     ids_backwards: int = 0
     duplicates: int = 0
     warnings: list = field(default_factory=list)
+    # The archive (sources/archive.py): objects landed from archive files, and files found replaced since they
+    # landed ({"file", "landed_sha256", "now_sha256"}): reported, never mixed in; the CLI exits non-zero.
+    archive_objects: int = 0
+    replaced: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", [])}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "", []) and (k != "archive_objects" or v)}
 
 
 @dataclass
@@ -115,9 +122,14 @@ class Lander:
                 return self._plan(product, opts, res, deadline)
             lease = Lease(self.store, self.exchange, product.product_id, opts.lease_ttl_s, self.clock)
             self._acquire(lease, opts, deadline)
+            archive = self.source.archive
             try:
+                if archive is not None:
+                    archive.begin(product.product_id)
                 self._run(product, opts, res, lease, deadline)
             finally:
+                if archive is not None:
+                    archive.end(product.product_id)
                 lease.release()
         except LeaseHeld as e:
             res.status, res.message = "skipped", str(e)
@@ -178,6 +190,8 @@ class Lander:
                                         "why": "nothing has landed yet, so the chain starts at the earlier --since"}
             else:
                 res.plan["backfill"] = {"refused": f"{self.exchange}'s cursor cannot bound a backfill below the landed range"}
+        if self.source.archive is not None:  # trades up to the end of this day come from archive files
+            res.plan["archive_through"] = self.source.archive.newest_published_day().isoformat()
         if not self.source.counts_trades:  # a time cursor: the number of trades is unknown until fetched
             res.plan["to_land"] = None
             res.plan["head_cursor"] = head
@@ -212,6 +226,8 @@ class Lander:
             start = self.source.start_cursor(product.symbol, opts.since, head, deadline)
             if start < cp.lo:
                 cp = self._earlier(cp, start, first is None, res)
+        if self.source.archive is not None:
+            self._recheck_archive(product, res, deadline)
         for _ in range(3):
             try:
                 cp = self._walk(product, cp, head, res, lease, deadline)
@@ -224,6 +240,39 @@ class Lander:
         else:
             raise SchemahubError(f"{self.exchange}/{pid}: another run keeps landing the same keys; stopping")
         res.lo, res.hi = cp.lo, cp.hi
+        if res.newest_us is None and cp.hi > cp.lo and cp.last is not None:
+            res.newest_us = self._newest_landed(raw_key(self.exchange, pid, cp.last))
+
+    def _newest_landed(self, key: str) -> int | None:
+        """The newest trade time in the object at key (for the result line); None if it cannot be told."""
+        try:
+            _, lines = rawobject.decode(self.store.get(key).data, key)
+        except SchemahubError:
+            return None
+        return self._newest_us(lines, every=True)  # an object's pages may each run newest-first
+
+    def _newest_us(self, lines: list[bytes], every: bool = False) -> int | None:
+        """The newest trade time of a page: its first or last line (pages run oldest- or newest-first)."""
+        t = self.source.spec.source.trades
+        best = None
+        for line in lines if every else (lines[0], lines[-1]) if lines else ():
+            try:
+                ts = parse_time(json.loads(line)[t.time_field], t.time_format)
+            except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+                continue  # a line the page format does not describe (an archive's CSV row): no time to tell
+            us = (ts - _EPOCH) // _US
+            best = us if best is None else max(best, us)
+        return best
+
+    def _recheck_archive(self, product: Product, res: ProductResult, deadline) -> None:
+        """Report archive files landed recently whose checksum has changed since (replaced by the exchange)."""
+        replaced = self.source.archive.recheck(self.store, product, deadline)
+        if replaced:
+            res.replaced += replaced
+            _warn(res, [f"{self.exchange}: {product.symbol}: archive file {r['file']} was replaced after it landed "
+                        f"(SHA-256 {r['landed_sha256']} landed, {r['now_sha256']} now): the landed rows are kept and "
+                        "the new file is not mixed in; compare them before re-ingesting that day elsewhere"
+                        for r in replaced])
 
     # ------------------------------------------------------------ checks of what the store holds
     def _raw_keys(self, pid: str):
@@ -336,6 +385,9 @@ class Lander:
                 if deadline is not None and self.clock.monotonic() + margin > deadline:
                     res.more_to_do = True
                     break
+                if self.clock.stopped:  # Ctrl-C: the objects fetched are landed, nothing more is fetched
+                    res.more_to_do, res.message = True, "interrupted; a rerun continues from here"
+                    break
                 first = False
                 lease.renew_if_due()
                 group = self._fetch_group(product, cursor, upper, head, res, deadline)
@@ -366,25 +418,54 @@ class Lander:
         if existing is not None:
             # A crashed or concurrent run already landed this object: adopt it.
             return _Group(key, start, existing, None, caught_up=False)
+        if self.source.archive is not None:
+            group = self._archive_group(product, key, start, upper, head, res, deadline)
+            if group is not None:
+                return group
         lines: list[bytes] = []
         requests: list[str] = []
         spans: list[int | None] = [None, None]  # min and max trade id landed
+        newest = None  # the newest trade time fetched (µs), page by page
         gaps: list[list[int]] = []  # confirmed gaps (inclusive id ranges), recorded in the header for the audit
         cursor, caught_up = start, False
         for n in range(self.source.spec.source.trades.pages_per_object):
             if n and deadline is not None and self.clock.monotonic() + self._chunk_estimate() > deadline:
                 break
+            if n and self.clock.stopped:
+                break  # Ctrl-C: land the pages fetched so far as one whole object
             t0 = self.clock.monotonic()
-            chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
+            try:
+                chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
+            except Interrupted:
+                if not n:
+                    raise
+                break  # the page in flight is dropped whole; the pages before it land
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
             gaps += [[a, b] for a, b in chunk.gaps]
+            t = self._newest_us(chunk.lines)
+            newest = t if newest is None or (t is not None and t > newest) else newest
             if caught_up or (upper is not None and cursor >= upper):
                 break
         # An empty range (a confirmed gap) still lands an object, header only: the chain's every step is an object.
         header = self._header(product, start, cursor, len(lines), spans[0], spans[1], requests,
                               gaps) if cursor > start else None
-        return _Group(key, start, cursor, header, lines, caught_up)
+        return _Group(key, start, cursor, header, lines, caught_up, newest_us=newest)
+
+    def _archive_group(self, product: Product, key: str, start: int, upper, head: int, res: ProductResult, deadline):
+        """The next object cut from an archive file (verified, ids contiguous from start + 1), or None: REST."""
+        notes: list[str] = []
+        sl = self.source.archive.slice(self.store, product, start, upper, head, notes, deadline)
+        if notes:
+            _warn(res, notes)
+        if sl is None:
+            return None
+        res.pages += sl.sent
+        header = self._header(product, start, sl.end, len(sl.lines), sl.min_id, sl.max_id, sl.requests,
+                              lines=rawobject.LINES_CSV, source=sl.source)
+        if self.progress:
+            self.progress(self.exchange, product.product_id, len(sl.lines), sl.end, head)
+        return _Group(key, start, sl.end, header, sl.lines, caught_up=sl.end >= head, archive=True)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -397,8 +478,9 @@ class Lander:
             spans[0] = chunk.min_id if spans[0] is None else min(spans[0], chunk.min_id)
             spans[1] = chunk.max_id if spans[1] is None else max(spans[1], chunk.max_id)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end,
-                          head if self.source.counts_trades else None)
+            # (exchange, product, trades, cursor, head, whether head - cursor counts trades or is a time span)
+            self.progress(self.exchange, product.product_id, len(chunk.lines), chunk.end, head,
+                          self.source.counts_trades)
         return chunk.end, chunk.caught_up
 
     def _existing_end(self, key: str, start: int) -> int | None:
@@ -418,14 +500,19 @@ class Lander:
         return h.end
 
     def _header(self, product: Product, start: int, end: int, count: int, min_id, max_id, requests: list[str],
-                gaps: list | None = None) -> dict:
+                gaps: list | None = None, **extra) -> dict:
         # `gaps`: ids in (start, end] the exchange confirmed it never served (`schemahub audit` reads them).
-        extra = {"gaps": sorted(gaps)} if gaps else {}
+        if gaps:
+            extra["gaps"] = sorted(gaps)
         return rawobject.make_header(
             exchange=self.exchange, product_id=product.product_id, symbol=product.symbol, base=product.base,
             quote=product.quote, start=start, end=end, count=count, min_id=min_id, max_id=max_id,
             fetched_at=_iso(self.clock.now()), requests=requests, **extra,
         )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
 
 
 @dataclass
@@ -438,6 +525,8 @@ class _Group:
     header: dict | None
     lines: list[bytes] | None = None
     caught_up: bool = False
+    archive: bool = False  # cut from an archive file
+    newest_us: int | None = None
 
 
 class _ChainDiverged(SchemahubError):
@@ -485,6 +574,9 @@ class _Writer:
                 lander.store.put(g.key, rawobject.encode(g.header, g.lines), if_none_match=True)
                 res.objects += 1
                 res.trades += len(g.lines)
+                res.archive_objects += g.archive
+                if g.newest_us is not None:
+                    res.newest_us = max(res.newest_us or g.newest_us, g.newest_us)
             except PreconditionFailed:
                 existing = lander._existing_end(g.key, g.start)
                 res.adopted += 1
@@ -505,7 +597,12 @@ def _page_checks(chunk: Chunk, res: ProductResult, requests: list[str], exchange
     res.duplicates += chunk.duplicates
     for w in chunk.warnings:
         log.warning("%s", w)
-    res.warnings += chunk.warnings[: max(0, 100 - len(res.warnings))]  # a bounded sample; the counts are exact
+    _warn(res, chunk.warnings)
+
+
+def _warn(res: ProductResult, texts: list[str]) -> None:
+    """Add warnings to the product's result (a bounded sample; the counts are exact) and its message."""
+    res.warnings += texts[: max(0, 100 - len(res.warnings))]
     if res.warnings and (not res.message or res.message.startswith("warning:")):
         res.message = f"warning: {res.warnings[0]}" + (f" (+{len(res.warnings) - 1} more)" if len(res.warnings) > 1 else "")
 

@@ -6,6 +6,7 @@ import json
 import time
 from decimal import Decimal
 
+from schemahub.sim.archive import BinanceArchive
 from schemahub.sim.base import Book, ExchangeSim, FixedBook, _compact, _first_at_or_after
 
 
@@ -17,13 +18,17 @@ class BinanceSim(ExchangeSim):
     that keeps sending while a Retry-After is pending (more than
     `ban_after` requests) is banned: 418 for `ban_s` seconds, every request.
     Times are ms, or µs with the header X-MBX-TIME-UNIT: MICROSECOND.
+    The same server serves the trade archive of the same books under /data/spot/ (sim/archive.py):
+    `archive` holds its options (now, lag_s, ...), and `self.archive` its faults.
     """
 
     exchange = "binance"
     WEIGHTS = {"exchangeInfo": 20, "trades": 25, "historicalTrades": 25, "aggTrades": 4}
 
-    def __init__(self, books, *, weight_limit: int = 6000, ban_after: int = 4, ban_s: float = 120.0, **kw) -> None:
+    def __init__(self, books, *, weight_limit: int = 6000, ban_after: int = 4, ban_s: float = 120.0,
+                 archive: dict | None = None, **kw) -> None:
         super().__init__(books, **kw)
+        self.archive = BinanceArchive(self, **(archive or {}))
         self.weight_limit, self.ban_after, self.ban_s = weight_limit, ban_after, ban_s
         self._minute, self._used = -1, 0
         self._retry_until, self._ignored, self._banned_until = 0.0, 0, 0.0
@@ -76,6 +81,8 @@ class BinanceSim(ExchangeSim):
         return None
 
     def route(self, segs, q, headers):
+        if segs[:2] == ["data", "spot"]:
+            return self.archive.route(segs)
         if segs[:2] != ["api", "v3"] or len(segs) != 3:
             return None
         endpoint = segs[2]
@@ -141,4 +148,6 @@ class BinanceSim(ExchangeSim):
         return self._trade(book, i, micro=True)
 
     def id_of(self, line: bytes) -> int:
+        if line[:1] != b"{":  # an archive CSV row: the id is its first column
+            return int(line.split(b",", 1)[0])
         return int(json.loads(line)["id"])

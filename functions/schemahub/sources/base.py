@@ -66,6 +66,7 @@ class Source(abc.ABC):
     supports_backfill = True  # can walk a bounded range below the landed one (--since earlier than before)
     counts_trades = True  # head - cursor is a number of trade ids (not so when the cursor is a time)
     mappings_dir = None  # the folder whose assets.yaml unifies listed asset codes (None: the default folder)
+    archive = None  # an ArchiveSource (sources/archive.py) when the exchange publishes its trades as files
 
     def __init__(self, spec: ExchangeSpec, http: HttpClient) -> None:
         self.spec = spec

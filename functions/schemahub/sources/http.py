@@ -29,7 +29,17 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
-from schemahub.errors import DeadlineReached, ExchangeBanned, GeoBlocked, Retryable, RetryBudgetExhausted, SourceError
+from schemahub.errors import (
+    BodyTooLarge,
+    DeadlineReached,
+    ExchangeBanned,
+    GeoBlocked,
+    Interrupted,
+    Retryable,
+    RetryBudgetExhausted,
+    SourceError,
+    Unreachable,
+)
 
 log = logging.getLogger("schemahub.http")
 
@@ -40,6 +50,7 @@ MAX_BAN_S = 3 * 86_400.0  # Binance: "an IP ban that lasts from 2 minutes to 3 d
 ERROR_BODY_BYTES = 64 << 10  # of a non-200 answer, only this much is read (for the message)
 _LONGEST_S = 10 * 365 * 86_400.0  # keeps an absurd Retry-After finite
 _CHUNK = 64 << 10
+CONNECT_ATTEMPTS = 2  # a DNS failure or a refused connection: one retry (a blip), not the 8 a 5xx gets
 
 
 class RateLimiter:
@@ -53,6 +64,7 @@ class RateLimiter:
         self._stamp = clock.monotonic()
         self._held_until = -math.inf
         self._lock = threading.Lock()
+        self.on_wait: WaitCallback | None = None  # told of every wait before it starts (progress lines)
 
     def acquire(self, deadline: float | None = None, max_hold: float | None = None) -> float:
         """Take a token, sleeping if needed; return the seconds waited.
@@ -77,6 +89,8 @@ class RateLimiter:
             if deadline is not None and hold > 0 and now + wait > deadline:
                 raise DeadlineReached(f"the time budget ends before the rate limit allows another request (in {wait:.1f}s)")
             self._tokens -= 1.0
+        if wait > 0 and self.on_wait is not None:
+            self.on_wait(f"Retry-After {math.ceil(hold)} s" if hold > 0 else "rate limit", wait)
         self.clock.sleep(wait)
         return wait
 
@@ -102,6 +116,7 @@ class WeightBudget:
         self.used = 0
         self._until = 0.0
         self._lock = threading.Lock()
+        self.on_wait: WaitCallback | None = None
 
     def observe(self, headers) -> None:
         value = headers.get(self.header)
@@ -130,6 +145,8 @@ class WeightBudget:
                 f"the time budget ends before the request-weight window turns ({self.used} of {self.limit} used; {delay:.1f}s)"
             )
         log.info("request weight %d of %d used: pausing %.1fs until the window turns", self.used, self.limit, delay)
+        if self.on_wait is not None:
+            self.on_wait("weight budget", delay)
         self.clock.sleep(delay)
         return delay
 
@@ -208,6 +225,8 @@ class HttpClient:
         self.request_deadline_s = request_deadline_s if request_deadline_s is not None else REQUEST_DEADLINE_FACTOR * timeout_s
         self.banned: str | None = None
         self.banned_for: float | None = None
+        self.unreachable: str | None = None  # set once the host could not be reached; cleared by an answer
+        self._on_wait: WaitCallback | None = None
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads retries of parallel workers apart.
@@ -221,16 +240,20 @@ class HttpClient:
         parse: Callable[[Response], Any] | None = None,
         headers: dict[str, str] | None = None,
         deadline: float | None = None,
+        accept: frozenset[int] = frozenset(),
     ) -> Response:
         """GET url; retry transient failures; return the response with `parsed` set by parse().
 
         parse may raise Retryable for a body that is truncated or otherwise
         transient. Raises RetryBudgetExhausted, ExchangeBanned, SourceError or
-        DeadlineReached (deadline is a clock.monotonic() value).
+        DeadlineReached (deadline is a clock.monotonic() value). A status in
+        `accept` (e.g. 404 for an archive file not published) is returned as
+        it is, unparsed, with at most ERROR_BODY_BYTES of its body.
         """
         full = url + ("?" + urlencode(params) if params else "")
         host = _host(full)
         last = ""
+        unreachable = 0
         for attempt in range(self.max_attempts):
             if self.banned:  # one ban stops every thread of this exchange: no request is sent after it
                 raise ExchangeBanned(self.banned, self.banned_for)
@@ -242,7 +265,9 @@ class HttpClient:
                 last, reason = str(e), e.reason
                 if deadline is not None and self.clock.monotonic() >= deadline:
                     raise DeadlineReached(f"{self.name}: the time budget ended during {full} ({last}); a later run continues") from None
+                unreachable = self._unreachable(e, full, host, unreachable)
             else:
+                self.unreachable = None
                 if self.weight is not None:
                     self.weight.observe(rheaders)
                 if status == 451 or (status == 403 and b"restricted location" in body.lower()):
@@ -266,6 +291,8 @@ class HttpClient:
                         return Response(status, rheaders, body, full, parse(resp))
                     except Retryable as e:
                         last, reason, retry_after = f"bad body: {e}", "bad_body", _seconds(e.retry_after)
+                elif status in accept:
+                    return Response(status, rheaders, body, full)
                 elif status in _RETRY_STATUS:
                     last, reason = f"HTTP {status} from {host}: {body[:120]!r}", f"http_{status}"
                     retry_after = self._retry_after(rheaders.get("Retry-After"), full)
@@ -288,10 +315,39 @@ class HttpClient:
             if deadline is not None and self.clock.monotonic() + delay > deadline:
                 raise DeadlineReached(f"{self.name}: time budget ends before the next retry of {full} ({last})")
             log.info("retrying %s in %.2fs after %s", full, delay, last)
+            if self._on_wait is not None:
+                self._on_wait(f"Retry-After {math.ceil(retry_after)} s" if retry_after else f"retry ({reason})", delay)
             self.clock.sleep(delay)
         raise RetryBudgetExhausted(
             f"{self.name}: gave up on {full} after {self.max_attempts} attempts; last error: {last}; {_HINTS.get(reason, _HINTS['http'])}"
         )
+
+    # ------------------------------------------------------------ no network: fail fast, naming the host
+    def _unreachable(self, e: _Transient, full: str, host: str, tries: int) -> int:
+        """Count a DNS failure or refused connection; past CONNECT_ATTEMPTS (1 once the host was found
+        unreachable in this run), raise Unreachable: `cannot reach HOST (DNS lookup failed)`."""
+        if e.unreachable is None:
+            return tries
+        tries += 1
+        if tries >= (1 if self.unreachable else CONNECT_ATTEMPTS):
+            self.unreachable = e.unreachable
+            name = host.rsplit(":", 1)[0] if e.reason == "dns" and host.count(":") == 1 else host
+            raise Unreachable(f"{self.name}: cannot reach {name} ({e.unreachable}): {full} failed {tries} time(s): {e}; "
+                              f"{_HINTS.get(e.reason, _HINTS['connection'])}")
+        return tries
+
+    # ------------------------------------------------------------ waits, told to whoever shows progress
+    @property
+    def on_wait(self) -> WaitCallback | None:
+        return self._on_wait
+
+    @on_wait.setter
+    def on_wait(self, callback: WaitCallback | None) -> None:
+        """callback(reason, seconds) before every wait: "rate limit", "weight budget", "Retry-After 30 s", "retry (...)"."""
+        self._on_wait = callback
+        self.rate.on_wait = callback
+        if self.weight is not None:
+            self.weight.on_wait = callback
 
     def _wait_turn(self, full: str, deadline: float | None) -> None:
         """The shared limiter and weight budget; neither ever waits past the deadline or a capped Retry-After."""
@@ -299,6 +355,8 @@ class HttpClient:
             waited = self.rate.acquire(deadline, self.max_retry_after_s)
             if self.weight is not None:
                 waited += self.weight.wait(deadline)
+        except Interrupted:
+            raise
         except DeadlineReached as e:
             raise DeadlineReached(f"{self.name}: {e}; {full} not sent, a later run continues") from None
         except RetryBudgetExhausted as e:
@@ -338,7 +396,7 @@ class HttpClient:
     def _read_body(self, r, full: str, host: str, until: float, run_bound: bool, limit: int, strict: bool) -> bytes:
         declared = str(r.headers.get("Content-Length") or "").strip()
         if strict and declared.isdigit() and int(declared) > limit:
-            raise SourceError(
+            raise BodyTooLarge(
                 f"{self.name}: the response from {full} announces {_mib(int(declared))} (Content-Length), larger than "
                 f"the {_mib(limit)} cap on a response body; refusing it: lower trades.page_size, or raise max_body_bytes"
             )
@@ -361,7 +419,7 @@ class HttpClient:
                     chunks.append(chunk[: len(chunk) - (size - limit)])
                     r.close()
                     return b"".join(chunks)
-                raise SourceError(
+                raise BodyTooLarge(
                     f"{self.name}: the response from {full} is larger than the {_mib(limit)} cap on a response body "
                     f"(more than {size} bytes so far); refusing it: lower trades.page_size, or raise max_body_bytes"
                 )
@@ -403,12 +461,20 @@ class HttpClient:
             self.stats.note(reason)
 
 
-class _Transient(Exception):
-    """One attempt failed in a way another attempt may not (never leaves HttpClient.get)."""
+WaitCallback = Callable[[str, float], None]
 
-    def __init__(self, text: str, reason: str) -> None:
+
+class _Transient(Exception):
+    """One attempt failed in a way another attempt may not (never leaves HttpClient.get).
+
+    `unreachable` says why the host could not be reached at all ("DNS lookup failed", "connection refused"),
+    None for any other failure: those get few retries (CONNECT_ATTEMPTS).
+    """
+
+    def __init__(self, text: str, reason: str, unreachable: str | None = None) -> None:
         super().__init__(text)
         self.reason = reason
+        self.unreachable = unreachable
 
 
 _HINTS = {
@@ -429,10 +495,13 @@ def _transient(e: BaseException, host: str) -> _Transient:
     E = urllib3.exceptions
     detail = _os_reason(e)
     if isinstance(e, E.NameResolutionError):
-        return _Transient(f"DNS lookup of {host.rsplit(':', 1)[0] if host.count(':') == 1 else host} failed ({detail})", "dns")
+        return _Transient(f"DNS lookup of {host.rsplit(':', 1)[0] if host.count(':') == 1 else host} failed ({detail})", "dns",
+                          "DNS lookup failed")
     if isinstance(e, (E.NewConnectionError, ConnectionRefusedError)):  # before ConnectTimeoutError, its base class
         if "refused" in detail.lower():
-            return _Transient(f"connection refused by {host}", "connection")
+            return _Transient(f"connection refused by {host}", "connection", "connection refused")
+        if "unreachable" in detail.lower():
+            return _Transient(f"cannot connect to {host} ({detail})", "connection", "network unreachable")
         return _Transient(f"cannot connect to {host} ({detail})", "connection")
     if isinstance(e, E.ConnectTimeoutError):
         return _Transient(f"connecting to {host} timed out", "timeout")

@@ -217,11 +217,57 @@ class SourceSpec(_Strict):
 
 
 class ArchiveSourceSpec(_Strict):
-    """Where an exchange publishes its trade history as files (Binance's data.binance.vision): see sources/archive."""
+    """Where an exchange publishes its trade history as files (Binance's data.binance.vision): see sources/archive.
+
+    Paths take `{symbol}`, `{date}` (YYYY-MM-DD, daily) and `{month}` (YYYY-MM, monthly). Each file has a
+    checksum file beside it (path + `checksum_suffix`) holding `<sha256>  <file name>`. A daily file is looked
+    for only once `publication_lag` has passed after its UTC day ends (earlier trades are paged over REST);
+    a monthly file only `monthly_lag` after its month ends, and only when `monthly` is true.
+    """
 
     base_url: str
+    daily_path: str = "/data/spot/daily/trades/{symbol}/{symbol}-trades-{date}.zip"
+    monthly_path: str = "/data/spot/monthly/trades/{symbol}/{symbol}-trades-{month}.zip"
+    checksum_suffix: str = ".CHECKSUM"
+    monthly: bool = Field(default=False, description="take a whole month from its monthly file when the backfill "
+                          "covers the month (fewer requests); a missing monthly file falls back to the daily ones")
+    publication_lag: str = Field(default="8h", description="how long after its day ends a daily file is looked for")
+    monthly_lag: str = Field(default="8d", description="how long after its month ends a monthly file is looked for")
+    rows_per_object: int = Field(default=200_000, ge=1, le=5_000_000, description="CSV rows per raw object (slice)")
+    timeout_s: float = Field(default=30.0, gt=0)
+    request_deadline_s: float = Field(default=600.0, gt=0, description="the longest one file download may take")
+    max_file_bytes: int = Field(default=1 << 30, ge=1024, description="the largest zip accepted (the HTTP body cap)")
+    max_csv_bytes: int = Field(default=4 << 30, ge=1024, description="the largest CSV a zip may unpack to")
+    checksum_attempts: int = Field(default=3, ge=1, le=10, description="downloads of a file whose SHA-256 differs "
+                                   "from its checksum file before the product fails")
+    recheck_days: int = Field(default=7, ge=0, le=3660, description="files of this many recent days are checked "
+                              "again on every run: a changed checksum is reported as a replaced file")
+    rate_limit: RateLimitSpec = RateLimitSpec(requests_per_second=5, burst=5)
+    retry: RetrySpec = RetrySpec(max_attempts=5, base_delay_s=1.0, max_delay_s=30.0)
 
     _url = field_validator("base_url")(SourceSpec._url.__func__)
+
+    @field_validator("publication_lag", "monthly_lag")
+    @classmethod
+    def _lag(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("daily_path", "monthly_path")
+    @classmethod
+    def _template(cls, v: str, info: ValidationInfo) -> str:
+        need = "{date}" if info.field_name == "daily_path" else "{month}"
+        if not v.startswith("/") or "{symbol}" not in v or need not in v:
+            raise ValueError(f"must start with '/' and contain '{{symbol}}' and '{need}'")
+        return v
+
+    @property
+    def lag(self) -> timedelta:
+        return parse_duration(self.publication_lag)
+
+    @property
+    def month_lag(self) -> timedelta:
+        return parse_duration(self.monthly_lag)
 
 
 class ArchiveSpec(_Strict):
@@ -266,13 +312,30 @@ def load_exchange(name: str, mappings_dir: str | Path | None = None) -> Exchange
     override = settings.base_url(name)
     if override:
         spec = with_base_url(spec, override)
+    archive = settings.archive_url(name)
+    if archive:
+        if spec.archive is None:
+            raise ConfigError(f"{settings.archive_url_var(name)} is set, but {path} declares no archive: unset it")
+        spec = with_archive_url(spec, archive)
     return spec
 
 
+def with_archive_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
+    """A copy of spec whose archive files come from url (a simulator, a mirror); unchanged without an archive."""
+    if spec.archive is None:
+        return spec
+    src = spec.archive.source.model_copy(update={"base_url": SourceSpec._url(url)})
+    return spec.model_copy(update={"archive": spec.archive.model_copy(update={"source": src})})
+
+
 def with_base_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
-    """A copy of spec whose source talks to url (a simulator, a proxy)."""
+    """A copy of spec whose source talks to url (a simulator, a proxy).
+
+    Its archive (if any) moves there too, unless an archive URL is given after this: REST trades from one
+    place and archive files from another would be joined into one chain (the simulator serves both).
+    """
     source = spec.source.model_copy(update={"base_url": SourceSpec._url(url)})
-    return spec.model_copy(update={"source": source})
+    return with_archive_url(spec.model_copy(update={"source": source}), url)
 
 
 def available_exchanges(mappings_dir: str | Path | None = None) -> list[str]:

@@ -7,6 +7,10 @@ Routes:
     /api/candles       ?exchange=&product=&interval=1m|5m|15m|1h|4h|1d&start=&end=  OHLCV bars
 
 Each request runs on its own thread with its own DuckDB connection (status.py).
+
+The server binds 127.0.0.1 only, and answers only requests whose Host header names it there: 127.0.0.1:PORT,
+localhost:PORT or [::1]:PORT. Anything else gets 421: a page elsewhere whose name was made to resolve to 127.0.0.1
+(DNS rebinding) cannot read the lake through a visitor's browser.
 """
 
 from __future__ import annotations
@@ -53,7 +57,15 @@ class StatusServer:
             if e.errno == errno.EADDRINUSE:
                 raise UsageError(f"port {port} on {host} is already in use: pass --port N (0 picks a free one)") \
                     from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise UsageError(f"port {port} on {host}: not allowed to listen there (ports below 1024 need "
+                                 "privileges): pass --port N above 1023 (0 picks a free one)") from None
             raise
+        bound = self.httpd.server_address[1]
+        self.hosts = {f"127.0.0.1:{bound}", f"localhost:{bound}", f"[::1]:{bound}"}
+        if bound == 80:  # a browser leaves the default port out
+            self.hosts |= {"127.0.0.1", "localhost", "[::1]"}
+        self._hosts_text = f"127.0.0.1:{bound}, localhost:{bound} or [::1]:{bound}"
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -104,6 +116,13 @@ class StatusServer:
             server_version = "schemahub"
 
             def do_GET(self) -> None:
+                host = self.headers.get("Host")
+                if host is None:
+                    return self._json(HTTPStatus.BAD_REQUEST, {"error": "no Host header: ask for "
+                                                                        f"{server.url}"})
+                if host.strip().lower() not in server.hosts:
+                    return self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "this server answers requests for "
+                                      f"{server._hosts_text}, not {host!r}"})
                 url = urlsplit(self.path)
                 if url.path in _STATIC:
                     name, ctype = _STATIC[url.path]

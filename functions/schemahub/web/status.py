@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import duckdb
+
 from schemahub import candles
 from schemahub.api import quarantined_rows
-from schemahub.errors import UsageError
+from schemahub.errors import QueryError, UsageError
 from schemahub.query import connect, stats
 from schemahub.store.base import ObjectStore
 
@@ -182,10 +184,15 @@ def candles_payload(store: ObjectStore, *, exchange: str | None, product: str | 
             raise UsageError(f"start..end spans {count:,} {interval} candles, more than {MAX_CANDLES:,}: "
                              "narrow the range or pick a wider interval")
         candles.register(con)
-        cur = con.execute(candles.candles_sql(interval, exchange=exchange, product_id=pid, start=_iso(t_start),
-                                              stop=_iso(t_end)))
-        cols = [d[0] for d in cur.description]
-        rows = cur.fetchall()
+        try:
+            cur = con.execute(candles.candles_sql(interval, exchange=exchange, product_id=pid, start=_iso(t_start),
+                                                  stop=_iso(t_end)))
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        except duckdb.Error as e:  # a bar beyond quote_volume's type: one line naming it (schemahub.candles)
+            said = candles.overflow_message(con, interval, exchange=exchange, product_id=pid, start=_iso(t_start),
+                                            stop=_iso(t_end)) if "Overflow" in str(e) else None
+            raise QueryError(said or f"candles failed: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
     bars = []

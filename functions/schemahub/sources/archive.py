@@ -1,0 +1,444 @@
+"""An exchange's trade archive (Binance's data.binance.vision) as slices of the same exactly-once chain.
+
+Binance's cursor is the trade id, and each archive file (a UTC day, or a month) holds a contiguous run of
+ids. At a cursor c the lander asks `slice()` first; it answers with rows c+1, c+2, ... cut from a verified
+archive file, or None, and then the lander pages over REST as before. The rules:
+
+- Only published files are used: a day's file once `publication_lag` has passed after the day ends. The
+  first id after the newest published day is asked once per run (aggTrades by time); a cursor at or past it
+  never touches the archive (today, and the hours before the latest file appears, are paged over REST).
+- Which file holds trade c+1 is asked of REST (`fromId=c+1&limit=1`: its time names the day). An answer
+  other than trade c+1 itself (a hole at c+1, an empty page) leaves the range to REST paging, whose page
+  checks confirm a gap with the exchange or land what the archive lacks.
+- A file lands only if its SHA-256 equals its `.CHECKSUM` (`<sha256>  <file name>`); a mismatch is
+  downloaded again `checksum_attempts` times, then the product fails and nothing of the file lands.
+- Rows are kept verbatim (bytes), a header row (spot files have none) is detected and dropped, and a slice
+  holds only rows whose ids are contiguous from c+1: it ends before any hole, repeat or disorder in the file.
+  A file that lacks trade c+1 (a partial or missing day) is never bridged: REST pages that range, and
+  either lands the trades the archive lacks or confirms the hole as the exchange's (a reported gap).
+- Each file used is recorded (layout.archive_record_key) with its SHA-256, create-only. A file whose
+  checksum no longer matches its record (replaced by the exchange) is refused for landing, and files of the
+  last `recheck_days` days are checked again on every run: a replaced file is reported, never mixed in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import logging
+import re
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from schemahub.clock import SYSTEM_CLOCK, Clock
+from schemahub.errors import (
+    ArchiveChecksumMismatch,
+    ArchiveError,
+    ArchiveReplaced,
+    ArchiveTooLarge,
+    BodyTooLarge,
+    DeadlineReached,
+    NotFound,
+    PreconditionFailed,
+)
+from schemahub.layout import archive_record_key, archive_record_prefix
+from schemahub.sources.http import HttpClient, RateLimiter
+
+log = logging.getLogger("schemahub.archive")
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One file of the archive: a day (first_day == last_day) or a month."""
+
+    name: str
+    path: str
+    first_day: date
+    last_day: date
+
+    @property
+    def monthly(self) -> bool:
+        return self.first_day != self.last_day
+
+
+@dataclass
+class LoadedFile:
+    """A verified file's data rows, verbatim, and their ids (pyarrow int64)."""
+
+    file: ArchiveFile
+    sha256: str
+    lines: list[bytes]
+    ids: pa.Array
+    header_lines: int  # 1 when the file had a header row (dropped), else 0
+    breaks: list[int]  # row indexes i where ids[i + 1] != ids[i] + 1
+    recorded: bool = False
+
+    @property
+    def first_id(self) -> int | None:
+        return self.ids[0].as_py() if len(self.ids) else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.ids[-1].as_py() if len(self.ids) else None
+
+    def row_of(self, trade_id: int) -> int:
+        """The row holding trade_id, or -1."""
+        n = len(self.ids)
+        if not n:
+            return -1
+        first = self.first_id
+        if not self.breaks:  # one contiguous run: arithmetic
+            r = trade_id - first
+            return r if 0 <= r < n else -1
+        return pc.index(self.ids, pa.scalar(trade_id, pa.int64())).as_py()
+
+    def run_end(self, row: int) -> int:
+        """One past the last row of the contiguous run that row is in."""
+        k = bisect.bisect_left(self.breaks, row)
+        return self.breaks[k] + 1 if k < len(self.breaks) else len(self.ids)
+
+
+@dataclass
+class Slice:
+    """Rows (start, end] of the chain, cut from one archive file."""
+
+    start: int
+    end: int
+    lines: list[bytes]
+    source: dict
+    requests: list[str]  # what the header names: the REST probe and the file (even when already in memory)
+    sent: int = 0  # requests this slice sent (a slice of a file in memory sends none)
+
+    @property
+    def min_id(self) -> int:
+        return self.start + 1
+
+    @property
+    def max_id(self) -> int:
+        return self.end
+
+
+@dataclass
+class _RunState:
+    """What one product's run has learnt: the first id not in a published file, files missing, the file at hand."""
+
+    limit: int | None = None  # ids <= limit lie in published days
+    missing: set = field(default_factory=set)
+    loaded: LoadedFile | None = None
+    told: set = field(default_factory=set)  # warnings already given this run
+    sent: int = 0  # requests sent (REST probes, checksum and file downloads)
+
+
+class ArchiveSource:
+    """Archive files of one exchange, fetched through their own HttpClient (retries, deadlines, a body cap)."""
+
+    def __init__(self, spec, rest, *, clock: Clock = SYSTEM_CLOCK, http: HttpClient | None = None) -> None:
+        self.spec = spec.archive.source
+        self.exchange = spec.exchange
+        self.rest = rest  # the exchange's REST Source: head, start_cursor, trades_page
+        self.clock = clock
+        a = self.spec
+        self.http = http or HttpClient(
+            name=f"{spec.exchange} archive", rate=RateLimiter(a.rate_limit.requests_per_second, a.rate_limit.burst, clock),
+            timeout_s=a.timeout_s, max_attempts=a.retry.max_attempts, base_delay_s=a.retry.base_delay_s,
+            max_delay_s=a.retry.max_delay_s, ban_statuses=frozenset(), max_retry_after_s=a.retry.max_retry_after_s,
+            max_body_bytes=a.max_file_bytes, request_deadline_s=a.request_deadline_s, clock=clock,
+        )
+        self._states: dict[str, _RunState] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return self.spec.base_url
+
+    # ------------------------------------------------------------ files
+    def daily(self, symbol: str, day: date) -> ArchiveFile:
+        path = self.spec.daily_path.replace("{symbol}", symbol).replace("{date}", day.isoformat())
+        return ArchiveFile(path.rsplit("/", 1)[-1], path, day, day)
+
+    def monthly(self, symbol: str, day: date) -> ArchiveFile:
+        first = day.replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1) - _DAY
+        path = self.spec.monthly_path.replace("{symbol}", symbol).replace("{month}", first.strftime("%Y-%m"))
+        return ArchiveFile(path.rsplit("/", 1)[-1], path, first, last)
+
+    def published(self, f: ArchiveFile, now: datetime | None = None) -> bool:
+        """Whether the file should exist by now (its last day ended publication lag ago)."""
+        now = now or self.clock.now()
+        end = datetime.combine(f.last_day + _DAY, time(), tzinfo=timezone.utc)
+        return now >= end + (self.spec.month_lag if f.monthly else self.spec.lag)
+
+    def newest_published_day(self, now: datetime | None = None) -> date:
+        now = now or self.clock.now()
+        return (now - self.spec.lag).date() - _DAY
+
+    def checksum(self, f: ArchiveFile, deadline=None) -> str | None:
+        """The SHA-256 the file's checksum file states (lower-case hex), or None if it is not published."""
+        url = self.base_url + f.path + self.spec.checksum_suffix
+        resp = self.http.get(url, accept=frozenset({404}), deadline=deadline)
+        if resp.status == 404:
+            return None
+        parts = resp.body.decode("utf-8", errors="replace").split()
+        if len(parts) < 1 or not _SHA.match(parts[0].lower()):
+            raise ArchiveError(f"{self.exchange}: {url} is not `<sha256>  <file name>` ({resp.body[:100]!r}); "
+                               f"{f.name} is not landed without a checksum to verify it against")
+        if len(parts) >= 2 and parts[1].rsplit("/", 1)[-1] != f.name:
+            raise ArchiveError(f"{self.exchange}: {url} names {parts[1]!r}, not {f.name}: {f.name} is not landed")
+        return parts[0].lower()
+
+    def download(self, f: ArchiveFile, deadline=None, st: _RunState | None = None) -> LoadedFile | None:
+        """The file, verified against its checksum and unpacked; None if it (or its checksum) is not published.
+
+        A SHA-256 that differs from the checksum file is downloaded again (both files), up to
+        checksum_attempts times; then ArchiveChecksumMismatch, and nothing of the file is used.
+        """
+        url = self.base_url + f.path
+        attempts = self.spec.checksum_attempts
+        for attempt in range(attempts):
+            if st is not None:
+                st.sent += 2
+            want = self.checksum(f, deadline)
+            if want is None:
+                return None
+            resp = self.http.get(url, accept=frozenset({404}), deadline=deadline)
+            if resp.status == 404:
+                return None
+            got = hashlib.sha256(resp.body).hexdigest()
+            if got == want:
+                return self._unpack(f, got, resp.body)
+            log.warning("%s: %s has SHA-256 %s, its checksum file says %s (download %d of %d)",
+                        self.exchange, url, got, want, attempt + 1, attempts)
+            if attempt + 1 < attempts:
+                delay = min(self.spec.retry.max_delay_s, self.spec.retry.base_delay_s * 2 ** attempt)
+                if deadline is not None and self.http.clock.monotonic() + delay > deadline:
+                    raise DeadlineReached(f"{self.exchange}: no time left to download {f.name} again after a "
+                                          "checksum mismatch; a later run continues")
+                self.http.clock.sleep(delay)
+        raise ArchiveChecksumMismatch(
+            f"{self.exchange}: {url}: its SHA-256 {got} differs from its {self.spec.checksum_suffix} ({want}) in "
+            f"{attempts} downloads; nothing of it was landed. The exchange may be replacing it: a later run tries "
+            "again (if it persists, the file is damaged at the exchange)")
+
+    def _unpack(self, f: ArchiveFile, sha: str, data: bytes) -> LoadedFile:
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                members = [i for i in z.infolist() if not i.is_dir()]
+                if len(members) != 1:
+                    raise ArchiveError(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
+                if members[0].file_size > self.spec.max_csv_bytes:
+                    raise ArchiveTooLarge(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
+                                       f"archive.source.max_csv_bytes ({self.spec.max_csv_bytes}): not landed")
+                csv = z.read(members[0])
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+            raise ArchiveError(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
+                               f"({type(e).__name__}: {e}): not landed") from None
+        if b"\r" in csv:
+            csv = csv.replace(b"\r\n", b"\n")
+        header = 0
+        first_field = csv[: csv.find(b",")] if b"," in csv[:200] else csv[:20]
+        if csv and not first_field.strip().isdigit():  # a header row (spot files have none): dropped
+            header = 1
+            nl = csv.find(b"\n")
+            csv = b"" if nl < 0 else csv[nl + 1:]
+        lines = csv.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if not lines:
+            return LoadedFile(f, sha, [], pa.array([], pa.int64()), header, [])
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(csv),
+                read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise ArchiveError(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
+                               f"row ({str(e)[:200]}): not landed") from None
+        ids = table.column("f0").combine_chunks()
+        if len(ids) != len(lines) or ids.null_count:
+            raise ArchiveError(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
+                               f"({ids.null_count} without an id): not landed")
+        breaks: list[int] = []
+        if len(ids) > 1:
+            step = pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1))
+            breaks = pc.indices_nonzero(pc.not_equal(step, 1)).to_pylist()
+        return LoadedFile(f, sha, lines, ids, header, breaks)
+
+    # ------------------------------------------------------------ landing
+    def begin(self, product_id: str) -> None:
+        """A product's run starts: forget what an earlier run learnt (time has moved on)."""
+        with self._lock:
+            self._states[product_id] = _RunState()
+
+    def end(self, product_id: str) -> None:
+        with self._lock:
+            self._states.pop(product_id, None)
+
+    def _state(self, product_id: str) -> _RunState:
+        with self._lock:
+            return self._states.setdefault(product_id, _RunState())
+
+    def slice(self, store, product, cursor: int, upper: int | None, head: int, notes: list[str],
+              deadline=None) -> Slice | None:
+        """Rows cursor+1.. from the archive, or None: page this range over REST."""
+        top = head if upper is None else min(upper, head)
+        if top <= cursor:
+            return None
+        st = self._state(product.product_id)
+        if st.limit is None:
+            # The first id after the newest published day (aggTrades by time): ids above are REST's.
+            end = datetime.combine(self.newest_published_day() + _DAY, time(), tzinfo=timezone.utc)
+            st.limit = self.rest.start_cursor(product.symbol, end, head, deadline)
+        if cursor >= st.limit:
+            return None
+        requests: list[str] = []
+        sent_before = st.sent
+        lf = st.loaded
+        row = lf.row_of(cursor + 1) if lf is not None else -1
+        if row < 0:
+            st.sent += 1
+            day = self._day_of(product, cursor + 1, requests, deadline)
+            if day is None:
+                return None  # REST does not serve trade cursor+1 as the next trade: its page checks decide
+            lf = self._file_for(product, day, st, notes, deadline)
+            if lf is None:
+                return None
+            requests.append(lf.file.path)
+            row = lf.row_of(cursor + 1)
+            if row < 0:
+                self._tell(st, notes, (lf.file.name, "lacks"), (
+                    f"{self.exchange}: {product.symbol}: archive file {lf.file.name} lacks trade {cursor + 1}, which "
+                    f"the REST API serves (ids {lf.first_id}..{lf.last_id} in the file, a partial day?): not "
+                    "bridged; paging those trades over REST"))
+                return None
+        self._record(store, product, lf, st, deadline)
+        stop = min(lf.run_end(row), row + self.spec.rows_per_object, row + (top - cursor))
+        lines = lf.lines[row:stop]
+        first_line = row + 1 + lf.header_lines  # line numbers in the CSV file, 1-based, inclusive
+        return Slice(cursor, cursor + len(lines), lines,
+                     {"file": lf.file.name, "sha256": lf.sha256, "rows": [first_line, first_line + len(lines) - 1]},
+                     requests or [lf.file.path], sent=st.sent - sent_before)
+
+    def _day_of(self, product, trade_id: int, requests: list[str], deadline) -> date | None:
+        """The UTC day of trade_id as REST serves it; None unless REST's next trade from trade_id is trade_id."""
+        from schemahub.sources.base import parse_time
+
+        r = self.rest
+        page, ids, resp = r.trades_page(product.symbol, {r.p.from_param: trade_id, r.p.limit_param: 1}, deadline)
+        requests.append(r.request_of(resp))
+        if not ids or ids[0] != trade_id:
+            return None
+        try:
+            return parse_time(page.records[0][r.t.time_field], r.t.time_format).date()
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+
+    def _file_for(self, product, day: date, st: _RunState, notes: list[str], deadline) -> LoadedFile | None:
+        if st.loaded is not None and st.loaded.file.first_day <= day <= st.loaded.file.last_day:
+            return st.loaded
+        candidates = []
+        if self.spec.monthly and day.day == 1:
+            candidates.append(self.monthly(product.symbol, day))
+        candidates.append(self.daily(product.symbol, day))
+        for f in candidates:
+            if f.name in st.missing:
+                continue
+            if not self.published(f):
+                if not f.monthly:
+                    return None  # the hours before the day's file appears: REST
+                continue
+            st.loaded = None  # one file in memory per product
+            try:
+                lf = self.download(f, deadline, st)
+            except (BodyTooLarge, ArchiveTooLarge) as e:  # e.g. a Lambda's limits: REST pages what fits
+                st.missing.add(f.name)
+                self._tell(st, notes, (f.name, "large"), (
+                    f"{self.exchange}: {product.symbol}: archive file {f.name} is too large for this run ({e}): "
+                    "paging that day over REST (raise archive.source.max_file_bytes / max_csv_bytes to use it)"))
+                continue
+            if lf is None:
+                st.missing.add(f.name)
+                if not f.monthly:
+                    self._tell(st, notes, (f.name, "missing"), (
+                        f"{self.exchange}: {product.symbol}: archive file {f.name} is not published (HTTP 404) though "
+                        f"its day ended more than {self.spec.publication_lag} ago: paging that day over REST"))
+                continue
+            st.loaded = lf
+            return lf
+        return None
+
+    def _tell(self, st: _RunState, notes: list[str], key, text: str) -> None:
+        if key not in st.told:
+            st.told.add(key)
+            log.warning("%s", text)
+            notes.append(text)
+
+    # ------------------------------------------------------------ replaced files
+    def _record(self, store, product, lf: LoadedFile, st: _RunState, deadline) -> None:
+        """Record the file before its first slice lands; a record with another SHA-256 means it was replaced."""
+        if lf.recorded:
+            return
+        key = archive_record_key(self.exchange, product.product_id, lf.file.name)
+        doc = {"file": lf.file.name, "path": lf.file.path, "sha256": lf.sha256, "first_day": lf.file.first_day.isoformat(),
+               "last_day": lf.file.last_day.isoformat(), "rows": len(lf.lines), "first_id": lf.first_id,
+               "last_id": lf.last_id, "recorded_at": self.clock.now().isoformat()}
+        try:
+            store.put(key, json.dumps(doc, sort_keys=True, indent=1).encode(), if_none_match=True)
+        except PreconditionFailed:
+            before = self._read_record(store, key)
+            if before is None or before.get("sha256") != lf.sha256:
+                st.loaded = None
+                raise ArchiveReplaced(
+                    f"{self.exchange}: {product.symbol}: archive file {lf.file.name} was replaced by the exchange: rows "
+                    f"of it landed with SHA-256 {None if before is None else before.get('sha256')}, it is now "
+                    f"{lf.sha256}. Nothing of the new file is mixed in; compare the two (see {key}) and re-ingest "
+                    "that day into another storage if the new one is right. If no raw object names the file in its "
+                    f"header's source (a run died between the record and its first slice), delete {key} and run "
+                    "again") from None
+        lf.recorded = True
+
+    @staticmethod
+    def _read_record(store, key: str) -> dict | None:
+        try:
+            doc = json.loads(store.get(key).data)
+        except (NotFound, ValueError, UnicodeDecodeError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def recheck(self, store, product, deadline=None) -> list[dict]:
+        """Check the files landed for the last recheck_days days against their checksum files now.
+
+        Returns one entry per replaced file: {"file", "landed_sha256", "now_sha256"}.
+        """
+        if self.spec.recheck_days <= 0:
+            return []
+        since = self.clock.now().date() - timedelta(days=self.spec.recheck_days)
+        out = []
+        for info in store.list(archive_record_prefix(self.exchange, product.product_id)):
+            doc = self._read_record(store, info.key)
+            if doc is None:
+                log.warning("%s: %s is not a JSON record of an archive file: skipped", self.exchange, info.key)
+                continue
+            try:
+                last = date.fromisoformat(str(doc["last_day"]))
+                f = ArchiveFile(str(doc["file"]), str(doc["path"]), date.fromisoformat(str(doc["first_day"])), last)
+            except (KeyError, ValueError):
+                log.warning("%s: %s lacks file, path or days: skipped", self.exchange, info.key)
+                continue
+            if last < since:
+                continue
+            now = self.checksum(f, deadline)
+            if now is not None and now != doc.get("sha256"):
+                out.append({"file": f.name, "landed_sha256": doc.get("sha256"), "now_sha256": now})
+        return out
