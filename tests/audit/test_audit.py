@@ -348,12 +348,18 @@ def test_compacted_days_agree_with_their_parts_and_a_copied_part_after_compactio
         # A copy of a part after its day was compacted: readers take it beside the compacted copy (it is not in
         # the manifest), so its trades are read twice.
         part = parts(store)[0]
+        n = pq.read_metadata(io.BytesIO(store.get(part).data)).num_rows
         store.put(part.rsplit("/", 1)[0] + "/copy.parquet", store.get(part).data)
+        res = run_audit(store)
+        (day,) = [d for d in res.products[0].days if not d["ok"]]
+        assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == n
+        assert res.exit_code == au.EXIT_UNEXPLAINED
+        # Compacted again, the copy is in the day's copy, its repeats dropped (one row per trade id) and counted
+        # in the manifest: the readers see each trade once, and the audit still fails on the stray part.
         compact(store, before=date(2100, 1, 1), min_parts=1)
         res = run_audit(store)
-    n = pq.read_metadata(io.BytesIO(store.get(part).data)).num_rows
     (day,) = [d for d in res.products[0].days if not d["ok"]]
-    assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == n
+    assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == 0 and day["compaction_duplicates"] == n
     assert res.exit_code == au.EXIT_UNEXPLAINED
 
 

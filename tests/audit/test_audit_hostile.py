@@ -82,8 +82,9 @@ def test_a_confirmed_gap_contradicted_by_the_trades_the_object_holds_is_not_beli
     # A header that lies: it claims ids [a, a+19] were never printed, yet its own lines hold a..a+9 (the
     # exchange served them). The ids a+10..a+19, dropped from raw, are therefore not confirmed missing.
     with landed(tmp_path) as (store, s, b, src):
-        a = b.first_id + 300
-        key = key_holding(store, a)
+        key = key_holding(store, b.first_id + 300)
+        a = rawobject.read_header(store.get(key).data, key).start + 5  # [a, a+19] inside this one object
+        assert key_holding(store, a + 20) == key
         drop_from_raw(store, key, set(range(a + 10, a + 20)), s.id_of)
         header, lines = rawobject.decode(store.get(key).data, key)
         store.put(key, rawobject.encode(dict(header.doc, gaps=[[a, a + 19]]), lines))
@@ -377,9 +378,10 @@ def test_a_confirmed_gap_that_is_a_lie_is_asked_once_more_by_the_repair_and_fill
     # those trades. The audit alone cannot know (confirmed, exit 0); `--repair` asks each landing-confirmed gap
     # once more, lands what is served, and never asks again.
     with landed(tmp_path) as (store, s, b, src):
-        a = b.first_id + 300
+        key = key_holding(store, b.first_id + 300)
+        a = rawobject.read_header(store.get(key).data, key).start + 5  # [a, a+9] inside this one object
+        assert key_holding(store, a + 10) == key
         gone = set(range(a, a + 10))
-        key = key_holding(store, a)
         drop_from_raw(store, key, gone, s.id_of)
         header, lines = rawobject.decode(store.get(key).data, key)
         store.put(key, rawobject.encode(dict(header.doc, gaps=[[a, a + 9]]), lines))
