@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemahub import rawobject
-from schemahub.errors import DamagedObject, NotFound, SchemahubError
+from schemahub.errors import DamagedObject, InvalidCheckpoint, NotFound, SchemahubError
 from schemahub.layout import (
     audit_key,
     CHECKPOINTS,
@@ -378,7 +378,8 @@ def _labelled_runs(ids: pa.Array, labels: pa.Array) -> list[tuple[int, int, str]
 # ------------------------------------------------------------------ one product
 
 def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=None, transformer=None,
-                  start: str | None = None, end: str | None = None, mappings_dir=None) -> ProductAudit:
+                  start: str | None = None, end: str | None = None, mappings_dir=None,
+                  today: str | None = None) -> ProductAudit:
     """Audit one product: per-day reports (dates start..end inclusive, ISO) and its holes, classified.
 
     With start or end, on an id-cursor exchange, only those days' table files (and the day on each side, so a
@@ -393,7 +394,11 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
     transformer = transformer or Transformer(store, mappings_dir=mappings_dir)
     try:
         res.contiguous = _id_cursor(exchange, mappings_dir)
-        cp = Checkpoints(store).load(exchange, product_id)
+        try:
+            cp = Checkpoints(store).load(exchange, product_id)
+        except InvalidCheckpoint as e:  # damaged: the raw chain still says what was landed (below)
+            res.damaged.append(str(e))
+            cp = None
         window = None
         if res.contiguous and (start or end):
             # The nearest day with table files on each side (not merely the day next to it: a hole may span
@@ -515,6 +520,9 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
                                   "class": label or (NOT_LANDED if inside is None else UNEXPLAINED)})
         # Attribute each hole to the day of the trade before it (or after it, at the start).
         _attribute(holes, table, raw)
+        for h in holes:  # no trade left anywhere to date it by: reported on the audit's own day
+            if "date" not in h and today:
+                h["date"] = h["until"] = today
         if start or end:
             inside = []
             for h in holes:

@@ -102,7 +102,7 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
     layout = read_layout(store)
     for ex, pid in au.products_in(store, exchange, product_id):
         p = au.audit_product(store, ex, pid, layout=layout, transformer=transformer, start=start, end=end,
-                             mappings_dir=mappings_dir)
+                             mappings_dir=mappings_dir, today=audited_at[:10])
         if repair and source_for is not None and au.to_ask(store, p):
             product = au.product_of(store, ex, pid)
             try:
@@ -119,7 +119,7 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
                     r["status"] += f"; not transformed: {e}"
             if fresh:
                 p = au.audit_product(store, ex, pid, layout=read_layout(store), transformer=transformer, start=start,
-                                     end=end, mappings_dir=mappings_dir)
+                                     end=end, mappings_dir=mappings_dir, today=audited_at[:10])
         result.products.append(p)
     if write:
         result.reports = au.write_reports(store, result, start, end)

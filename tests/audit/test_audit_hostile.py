@@ -406,3 +406,27 @@ def test_the_vectorized_search_counts_ids_below_each_query_as_bisect_does():
     queries = [rnd.randrange(-5, 1005) for _ in range(400)] + [ids[0], ids[-1], ids[10]]
     got = au._below(pa.array(ids, pa.int64()), pa.array(queries, pa.int64())).to_pylist()
     assert got == [bisect.bisect_left(ids, q) for q in queries]
+
+
+def test_a_damaged_checkpoint_does_not_stop_the_audit_of_the_raw_chain(tmp_path):
+    with landed(tmp_path) as (store, s, b, _):
+        key = key_holding(store, b.first_id + 100)
+        drop_from_raw(store, key, {b.first_id + 100}, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        store.put(checkpoint_key(EX, PID), b'{"lo": "not json')
+        res = run_audit(store)
+    assert holes(res) == [(b.first_id + 100, b.first_id + 100, au.UNEXPLAINED)], res.to_dict()
+    assert any("checkpoint" in line for line in res.products[0].damaged)
+
+
+def test_a_product_with_nothing_left_but_its_checkpoint_still_shows_in_the_reports(tmp_path):
+    # Audited before (reports say all is well), then raw and table gone: the reports must now say it is not.
+    with landed(tmp_path) as (store, s, b, _):
+        run_audit(store)
+        assert au.coverage(store)[(EX, PID)]["ok"]
+        for k in [o.key for o in store.list("raw/")] + [o.key for o in store.list("curated/")]:
+            store.delete(k)
+        res = run_audit(store)
+        cov = au.coverage(store)
+    assert res.exit_code == au.EXIT_UNEXPLAINED
+    assert cov[(EX, PID)]["ok"] is False and cov[(EX, PID)]["missing"] == len(truth_ids(b)), cov
