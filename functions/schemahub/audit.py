@@ -628,9 +628,10 @@ def report_bytes(day: dict, audited_at: str) -> bytes:
 
 def write_reports(store: ObjectStore, result: AuditResult, start: str | None = None, end: str | None = None
                   ) -> list[str]:
-    """Write each audited product-day's report, and delete the product's older reports of days inside the
-    audited window (start..end, None: open) that this audit no longer reports (their trades are gone: such a
-    day's hole is reported on the day it starts), so no report outlives what it described."""
+    """Write each audited product-day's report, and rewrite the product's older reports of days inside the
+    audited window (start..end, None: open) that this audit no longer reports: their trades are gone (the hole
+    is reported on the day it starts), so such a report says `gone` and fails, never what it said before. (A
+    rewrite, not a delete: the daily audit Lambda may only put objects under audit/.)"""
     keys = []
     for p in result.products:
         mine = set()
@@ -645,7 +646,13 @@ def write_reports(store: ObjectStore, result: AuditResult, start: str | None = N
             parsed = parse_audit_key(info.key)
             if (parsed is not None and info.key not in mine and (not start or parsed[2] >= start)
                     and (not end or parsed[2] <= end)):
-                store.delete(info.key)
+                gone = {"exchange": p.exchange, "product_id": p.product_id, "date": parsed[2], "rows": 0,
+                        "distinct_ids": 0, "duplicates": 0, "raw_lines": 0, "contiguous_ids": p.contiguous,
+                        "ids_expected": None, "holes": [], "missing": {c: 0 for c in CLASSES}, "coverage": None,
+                        "ok": False, "gone": True,
+                        "note": "an earlier audit reported trades on this day; none are left in raw or the table "
+                                "(a hole over them is reported on the day it starts)"}
+                store.put(info.key, report_bytes(gone, result.audited_at))
     return keys
 
 
