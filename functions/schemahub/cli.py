@@ -779,6 +779,9 @@ def cmd_audit(args) -> int:
     known = _known(args)
     exchange, product = _table_product(args, store, known)
     urls = _base_urls(args.base_url, known)
+    if args.start and args.end and args.start > args.end:
+        raise UsageError(f"--start {args.start} is after --end {args.end}: no day lies between them; give --start "
+                         "on or before --end")
     for opt in ("start", "end"):
         v = getattr(args, opt)
         setattr(args, opt, v.isoformat() if v else None)

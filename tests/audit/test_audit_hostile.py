@@ -430,3 +430,34 @@ def test_a_product_with_nothing_left_but_its_checkpoint_still_shows_in_the_repor
         cov = au.coverage(store)
     assert res.exit_code == au.EXIT_UNEXPLAINED
     assert cov[(EX, PID)]["ok"] is False and cov[(EX, PID)]["missing"] == len(truth_ids(b)), cov
+
+
+def test_a_window_that_ends_before_it_starts_is_a_usage_error_not_all_explained(tmp_path, capsys):
+    from schemahub.cli import main
+
+    with landed(tmp_path) as (store, s, b, _):
+        key = key_holding(store, b.first_id + 300)
+        drop_from_raw(store, key, {b.first_id + 300}, s.id_of)
+        Transformer(store).transform_object(key, rebuild=True)
+        d = day_of(b, b.first_id + 300)
+        code = main(["audit", "--storage", str(tmp_path / "store"), "--start", d, "--end", "2000-01-01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--start" in err and "--end" in err, err
+
+
+def test_quarantined_rows_are_explained_and_counted_on_their_day(tmp_path):
+    with landed(tmp_path) as (store, s, b, _):
+        bad = b.first_id + 222
+        key = key_holding(store, bad)
+        header, lines = rawobject.decode(store.get(key).data, key)
+        text = [ln for ln in lines if s.id_of(ln) == bad][0]
+        # The exchange printed a price that is not a number: the mapping refuses the row (quarantine, a reason).
+        price = b.fields(bad)["price"].encode()
+        assert price in text
+        store.put(key, rawobject.encode(header.doc, [ln.replace(price, b"NaN?") if ln == text else ln for ln in lines]))
+        Transformer(store).transform_object(key, rebuild=True)
+        assert bad not in {int(r["trade_id"]) for r in curated_rows(store)}
+        res = run_audit(store)
+    assert holes(res) == [(bad, bad, au.QUARANTINED)] and res.exit_code == 0, res.to_dict()
+    (day,) = [d for d in res.products[0].days if d["quarantined"]]
+    assert day["date"] == day_of(b, bad) and day["quarantined"] == 1
