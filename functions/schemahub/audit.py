@@ -55,8 +55,8 @@ QUARANTINED, NOT_TRANSFORMED = "quarantined", "not_transformed"
 CLASSES = (CONFIRMED, NOT_LANDED, QUARANTINED, NOT_TRANSFORMED, LOST, UNEXPLAINED)
 EXPLAINED = frozenset({CONFIRMED, NOT_LANDED, QUARANTINED, NOT_TRANSFORMED})
 
-#: Exit codes of `schemahub audit` (README, "Audit").
-EXIT_OK, EXIT_UNEXPLAINED, EXIT_LOST = 0, 3, 4
+#: Exit codes of `schemahub audit` (README, "Audit"): 1 when a product could not be audited (and nothing worse).
+EXIT_OK, EXIT_NOT_AUDITED, EXIT_UNEXPLAINED, EXIT_LOST = 0, 1, 3, 4
 
 _US = pa.timestamp("us", tz="UTC")
 _NO_LOWER, _NO_UPPER = -(2**62), 2**62  # an id window's open ends
@@ -108,7 +108,9 @@ class AuditResult:
     def exit_code(self) -> int:
         if any(p.missing[LOST] for p in self.products):
             return EXIT_LOST
-        return EXIT_OK if all(p.ok for p in self.products) else EXIT_UNEXPLAINED
+        if any(not p.ok for p in self.products if not p.error):
+            return EXIT_UNEXPLAINED
+        return EXIT_NOT_AUDITED if any(p.error for p in self.products) else EXIT_OK
 
     @property
     def missing_trades(self) -> int:

@@ -813,6 +813,8 @@ def cmd_audit(args) -> int:
           + ", ".join(f"{total[c]:,} {c}" for c in au.CLASSES) + f"; duplicates {dups:,}; "
           + ("all explained" if res.exit_code == 0 else
              "LOST rows (landed in raw, missing from the table): a bug, please report it" if res.exit_code == au.EXIT_LOST
+             else "some product(s) not audited (see above); the others are all explained"
+             if res.exit_code == au.EXIT_NOT_AUDITED
              else "unexplained holes or duplicates: `schemahub audit --repair` asks the exchange for the holes"))
     return res.exit_code
 
