@@ -12,6 +12,7 @@ _PREFIXES = {
     "transformed": "transform writes and reads one marker per raw object",
     "curated": "transform writes Parquet files under Hive partitions",
     "quarantine": "transform writes rejected rows per raw object",
+    "damaged": "transform records a damaged raw object (set aside, with its reason) per raw object",
     "bans": "ingest reads and records one ban object per exchange",
     "compacted": "compact writes and reads one copy and one manifest per closed product-day; the audit reads them",
     "audit": "the audit writes one report per product-day",

@@ -139,7 +139,7 @@ class SchemahubStack(cdk.Stack):
             actions=["s3:GetObject", "s3:PutObject"], resources=obj("raw/", "checkpoints/", "leases/", "bans/")))
         transform_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=obj("raw/", "transformed/")))
         transform_fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:PutObject"], resources=obj("curated/", "quarantine/", "transformed/")))
+            actions=["s3:PutObject"], resources=obj("curated/", "quarantine/", "transformed/", "damaged/")))
         # S3 answers a GetObject of a missing key with 403 unless the caller may list the bucket: a first run's
         # checkpoint, a ban that was never recorded, a raw key not landed yet and a marker not written yet must
         # read as missing (404). The check is made without an s3:prefix, so the grant has no prefix condition.

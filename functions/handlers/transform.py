@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handlers.common import exchange_metric, logger, storage
-from schemahub.layout import parse_source_key
+from schemahub.errors import DamagedObject
+from schemahub.layout import damaged_key, parse_source_key
 from schemahub.pipeline import transform_key
 from schemahub.store import open_store
 from schemahub.transform import Transformer
@@ -47,7 +48,19 @@ def raw_keys(record: SQSRecord, prefix: str) -> list[str]:
 def record_handler(record: SQSRecord) -> None:
     t = _transformer()
     for key in raw_keys(record, getattr(t.store, "prefix", "")):
-        res = transform_key(t, key)
+        try:
+            res = transform_key(t, key)
+        except DamagedObject as e:
+            # Not transient: a retry reads the same bytes and only sends the message to the DLQ. The transform
+            # recorded it under damaged/ with its reason; the message succeeds and the rest of the batch goes on.
+            # Anything else (S3 unavailable, throttled, a bug) raises: the message is retried, then the DLQ.
+            parts = parse_source_key(key)
+            logger.error(f"{key}: damaged raw object, set aside ({e.reason}); recorded in {damaged_key(key)}: "
+                         "restore the object from a copy or delete it, then run `schemahub transform`",
+                         extra={"raw_key": key, "exchange": parts.exchange, "product_id": parts.product_id,
+                                "reason": e.reason})
+            exchange_metric("ObjectsDamaged", 1, MetricUnit.Count, parts.exchange)
+            continue
         if res is None:
             logger.info("already transformed", extra={"raw_key": key})  # a duplicate delivery changes nothing
             continue

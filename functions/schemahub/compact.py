@@ -116,6 +116,7 @@ class Layout:
     sizes: dict[str, int] = field(default_factory=dict)         # part key -> size
     manifests: dict[str, dict] = field(default_factory=dict)    # partition -> its manifest, exact or not
     manifest_sizes: dict[str, int] = field(default_factory=dict)  # partition -> its manifest's size, as listed
+    damaged: dict[str, str] = field(default_factory=dict)       # table file -> why it is set aside (tablefiles)
 
     def keys(self) -> list[str]:
         return [k for p in sorted(self.files) for k in self.files[p]]
@@ -211,6 +212,10 @@ def read_layout(store: ObjectStore) -> Layout:
     layout.parts = dict(parts)
     layout.sizes = sizes
     layout.manifests = manifests
+
+    from schemahub.tablefiles import set_aside_damaged
+
+    set_aside_damaged(store, layout)  # damaged Parquet files are set aside, never read
     return layout
 
 
@@ -226,6 +231,7 @@ class CompactResult:
     rows: int = 0
     duplicates: int = 0  # rows of a trade id already held by a part from a lower raw key
     skipped_open: int = 0
+    skipped_damaged: list[str] = field(default_factory=list)  # days holding a damaged part (tablefiles)
     planned: list[str] = field(default_factory=list)
     pending: int = 0  # closed days left for the next run (the deadline came first)
     catalog: dict[str, int] = field(default_factory=dict)  # what sync_catalog changed (registered, to_parts, ...)
@@ -280,6 +286,12 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             continue
         if len(keys) < min_parts and p not in stale:
             continue
+        bad = [k for k in keys if k in layout.damaged]
+        if bad:  # a copy without the damaged part's rows would hide them for good
+            res.skipped_damaged.append(p)
+            log.warning("%s: not compacted: it holds %d damaged file(s) (%s); rebuild them from raw first", p,
+                        len(bad), ", ".join(bad))
+            continue
         if deadline is not None and time.monotonic() > deadline:
             res.pending += 1
             continue
@@ -297,6 +309,8 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
         table, dropped = dedupe_lowest_raw_key(table)
         # Parts are sorted by time already; a stable sort keeps ties in part-name order: deterministic bytes.
         table = table.take(pc.sort_indices(table, sort_keys=[("trade_time", "ascending")]))
+        if target in layout.damaged:
+            store.delete(target)  # a damaged copy of these same parts: written again below
         try:
             store.put(target, write_parquet(table), if_none_match=True)
         except PreconditionFailed:

@@ -81,7 +81,7 @@ def _file_and_keys() -> pa.Schema:
                                           pa.field("date", pa.date32())])
 
 
-def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
+def connect(store: ObjectStore, *, layout=None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a `trades` view over the store's curated table (UTC session).
 
     Each part holds a trade id once (the transform), and so does each compacted day, across parts too
@@ -94,7 +94,7 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     local = store.local_path("curated/x") is not None
-    keys = read_layout(store).keys()
+    keys = (layout or read_layout(store)).keys()
     if keys and local:
         # Local folder: DuckDB's own Parquet reader (parallel, partition keys from the paths) over the files
         # a consistent reader takes: per product-day, its parts or its compacted copy (schemahub.compact).
@@ -113,8 +113,16 @@ def connect(store: ObjectStore) -> duckdb.DuckDBPyConnection:
 def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
     """Per exchange and product: rows, first/last trade, freshness, bytes (raw, curated parts, compacted copies),
     curated/raw size ratio and curated bytes per trade."""
+    from schemahub.compact import read_layout
+
     now = now or datetime.now(timezone.utc)
-    con = connect(store)
+    layout = read_layout(store)
+    con = connect(store, layout=layout)
+    damaged: dict[tuple[str, str], int] = {}  # table files set aside (schemahub.tablefiles)
+    for key in layout.damaged:
+        parsed = table_partition(key, warn=False)
+        if parsed is not None:
+            damaged[parsed[1][:2]] = damaged.get(parsed[1][:2], 0) + 1
     rows = con.execute(
         "SELECT exchange, product_id, count(*) AS rows, min(trade_time) AS first_trade, max(trade_time) AS last_trade "
         "FROM trades GROUP BY ALL ORDER BY ALL"
@@ -137,9 +145,9 @@ def stats(store: ObjectStore, now: datetime | None = None) -> list[dict]:
         out.append({"exchange": ex, "product_id": pid, "rows": n, "first_trade": first, "last_trade": last,
                     "freshness_s": round((now - last).total_seconds(), 1), "raw_bytes": raw, "curated_bytes": cur,
                     "compacted_bytes": comp, "curated_to_raw": round(cur / raw, 3) if raw else None,
-                    "bytes_per_trade": round(cur / n, 2) if n else None})
+                    "bytes_per_trade": round(cur / n, 2) if n else None, "damaged_files": damaged.get((ex, pid), 0)})
     for (ex, pid), (raw, cur, comp) in sorted(sizes.items()):
         if (ex, pid) not in seen:
             out.append({"exchange": ex, "product_id": pid, "rows": 0, "raw_bytes": raw, "curated_bytes": cur,
-                        "compacted_bytes": comp})
+                        "compacted_bytes": comp, "damaged_files": damaged.get((ex, pid), 0)})
     return out

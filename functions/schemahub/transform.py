@@ -100,6 +100,7 @@ class Transformer:
         self.store = store
         self.mappings_dir = mappings_dir
         self._compiled: dict[str, tuple[Compiled, bool]] = {}
+        self._integer_ids: dict[str, bool] = {}
         self._compiled_csv: dict[str, CompiledCsv] = {}
         self._catalog = catalog  # schemahub.catalog: default open_catalog(store), on first use
 
@@ -117,6 +118,8 @@ class Transformer:
             # The header's min_id/max_id are the source's id field; check them only where the table's trade_id
             # is that same field.
             same_id = spec.table.columns["trade_id"].path == spec.source.trades.id_field
+            # An exchange that numbers its trades 1, 2, 3... prints integer ids: only canonical ones are ids.
+            self._integer_ids[exchange] = bool(getattr(spec.source.trades.pagination, "contiguous_ids", False))
             self._compiled[exchange] = (compile_mapping(spec.table), same_id)
         return self._compiled[exchange]
 
@@ -233,7 +236,8 @@ class Transformer:
         else:
             compiled, same_id = self._load(header.exchange)
         table, bad, info = build_table(compiled, rest, header=header.doc, raw_key=raw_key, fetched=header.fetched_at,
-                                  n=header.count)  # split() checked the line count against the header
+                                  n=header.count,  # split() checked the line count against the header
+                                  integer_ids=self._integer_ids.get(header.exchange, False))
         if same_id and info.get("id_range") is not None:
             rawobject.check_ids(header, raw_key, *info["id_range"])
         res = ObjectResult(raw_key, rows=table.num_rows, quarantined=bad.num_rows, duplicates=info["duplicates"])
@@ -338,7 +342,7 @@ _FUTURE_US = 86_400_000_000          # a trade more than a day after its object 
 
 
 def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, raw_key: str, fetched: datetime,
-                n: int | None = None) -> tuple[pa.Table, pa.Table, dict]:
+                n: int | None = None, integer_ids: bool = False) -> tuple[pa.Table, pa.Table, dict]:
     """(good rows in FILE_SCHEMA sorted by trade_time, quarantined rows with reasons, info).
 
     info: duplicates (exact repeats of a trade id dropped: the first line wins), id_range (min, max) of
@@ -358,6 +362,8 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
     except NotText as e:
         raise DamagedObject(raw_key, str(e)) from None
     _check_values(cols, bad, fetched)
+    if integer_ids and n:
+        _check_integer_ids(cols["trade_id"], bad)
     ints = _int_ids(cols["trade_id"]) if n else None
     info = {"duplicates": 0, "id_range": None, "header_rows": skipped}
     if ints is not None:
@@ -426,6 +432,21 @@ def _check_values(cols: dict, bad, fetched: datetime) -> None:
     if hi_t is not None and hi_t > limit:
         bad.mark(pc.greater(micros, limit), "trade_time",
                  f"more than a day after the object was fetched ({fetched.isoformat()})", bad.texts["trade_time"])
+
+
+CANONICAL_ID = r"^(0|[1-9][0-9]*)$"
+
+
+def _check_integer_ids(ids: pa.Array, bad) -> None:
+    """Quarantine any spelling of an integer id but the canonical decimal one ('099', '99.0', ' 99', '+99',
+    '9.9e1'): read as a number it would merge with another trade, read as text it would be a second row for
+    one trade, and the table keeps ids exactly as printed. One anchored regex pass, over the ids only."""
+    ok = pc.match_substring_regex(ids, CANONICAL_ID)
+    if ok.null_count == 0 and pc.all(ok).as_py():
+        return
+    bad.mark(pc.invert(pc.fill_null(ok, True)), "trade_id",
+             "not a canonical decimal integer (this exchange prints integer ids such as 99: no sign, leading zero, "
+             "space, fraction or exponent)", ids)
 
 
 def _int_ids(ids: pa.Array) -> pa.Array | None:

@@ -132,3 +132,38 @@ def test_sandbox_environment_is_the_templates(world):
     env = sb.template_env
     assert "POWERTOOLS_SERVICE_NAME" in env and env["SCHEMAHUB_STORAGE"] == f"s3://{world.bucket}/schemahub"
     _ = resources
+
+
+# ------------------------------------------------------------------ a damaged raw object in the transform Lambda
+
+def _raw(start: int, n: int, product: str = "LTC-USD") -> bytes:
+    from schemahub.rawobject import encode, make_header
+
+    ids = range(start + 1, start + n + 1)
+    lines = [json.dumps({"time": f"2026-11-29T10:00:{i % 60:02d}.000001Z", "trade_id": i, "price": "70.5",
+                         "size": "1", "side": "sell"}, separators=(",", ":")).encode() for i in ids]
+    header = make_header(exchange="coinbase", product_id=product, symbol=product, start=start, end=start + n,
+                         count=n, min_id=ids[0], max_id=ids[-1], fetched_at="2026-11-29T12:00:00Z", requests=[])
+    return encode(header, lines)
+
+
+def test_a_damaged_raw_object_is_set_aside_and_the_batch_succeeds_for_the_others(world):
+    """A truncated raw object (a partial upload) is not transient: retrying it only sends it to the DLQ. It is
+    recorded under damaged/ with its reason, logged by key and counted, and the good object of the batch lands."""
+    from schemahub.layout import damaged_key, marker_key, raw_key
+
+    store = world.store()
+    good, bad = raw_key("coinbase", "LTC-USD", 0), raw_key("coinbase", "LTC-USD", 5)
+    store.put(good, _raw(0, 5))
+    whole = _raw(5, 5)
+    store.put(bad, whole[: len(whole) // 2])
+    inv = world.sandbox("handlers.transform.handler").invoke(sqs_event(
+        [s3_notification(world.bucket, f"schemahub/{k}") for k in (bad, good)]))
+    assert not inv.denied(), inv.denied()
+    assert inv.error is None and inv.result == {"batchItemFailures": []}, (inv.error, inv.result, inv.stdout[-5:])
+    assert store.exists(marker_key(good)) and not store.exists(marker_key(bad))
+    record = json.loads(store.get(damaged_key(bad)).data)
+    assert record["raw_key"] == bad and record["reason"]
+    lines = [line for line in inv.stdout if bad in line and "damaged" in line]
+    assert lines and record["reason"] in lines[0]
+    assert [v for ref, v in inv.metrics if ref.name == "ObjectsDamaged"] == [1]

@@ -36,6 +36,7 @@ class Answer:
     drip_s, drip_bytes: send the body `drip_bytes` at a time, `drip_s` apart.
     stream_bytes: instead of `body`, stream this many bytes (`body` repeated).
     delay_s: wait before sending anything (headers included).
+    header_drip_s: send the status line and headers one byte at a time, this far apart.
     hang_up_after: close the connection after this many body bytes.
     """
 
@@ -48,6 +49,7 @@ class Answer:
     drip_bytes: int = 1
     stream_bytes: int = 0
     delay_s: float = 0.0
+    header_drip_s: float = 0.0
     hang_up_after: int | None = None
 
 
@@ -61,6 +63,9 @@ class Seen:
     answer: Answer | None = None
     sent: int = 0  # body bytes written
     finished: bool = False  # the whole answer was written
+    head_sent: int = 0  # bytes of the status line and headers written (with header_drip_s)
+    head_total: int = 0  # bytes the status line and headers have in all
+    done: threading.Event = field(default_factory=threading.Event)  # the handler is through with this request
     aborted: bool = False  # the client hung up before the end
 
 
@@ -139,6 +144,8 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
                     seen.aborted = True
                     self.close_connection = True
+                finally:
+                    seen.done.set()
 
             def _serve(self, a: Answer, seen: Seen) -> bool:
                 if a.delay_s:
@@ -155,7 +162,17 @@ class ScriptedServer:
                 else:
                     self.send_header("Connection", "close")
                     self.close_connection = True
-                self.end_headers()
+                if a.header_drip_s:
+                    head = b"".join(self._headers_buffer) + b"\r\n"
+                    self._headers_buffer = []
+                    seen.head_total = len(head)
+                    for i in range(len(head)):
+                        self.wfile.write(head[i:i + 1])
+                        self.wfile.flush()
+                        seen.head_sent += 1
+                        time.sleep(a.header_drip_s)
+                else:
+                    self.end_headers()
                 step = a.drip_bytes if a.drip_s else 1 << 16
                 for piece in _pieces(a.body, total, step):
                     if a.hang_up_after is not None and seen.sent + len(piece) > a.hang_up_after:

@@ -257,6 +257,40 @@ def test_a_silent_server_is_not_waited_for_past_the_run_deadline(srv):
     assert not srv.seen[0].finished
 
 
+def _slow_headers() -> Answer:
+    # Status line and headers one byte every 20 ms: about 3 s in all, each read far inside any read timeout.
+    return Answer(200, {"X-Pad": "x" * 100}, body=b"[]", header_drip_s=0.02)
+
+
+def _hung_up_during_headers(seen) -> None:
+    assert seen.done.wait(10)  # the server's writes fail soon after the client hangs up
+    assert seen.aborted and 0 < seen.head_sent < seen.head_total // 2, (seen.head_sent, seen.head_total)
+
+
+def test_headers_dripped_byte_by_byte_are_cut_off_at_the_run_deadline(srv):
+    # GIVEN a server that drips its status line and headers (each byte well within the 10 s read timeout)
+    srv.script("/trades", _slow_headers())
+    http = _client(SYSTEM_CLOCK, timeout_s=10.0)
+    # WHEN a run with half a second left asks
+    with pytest.raises(DeadlineReached) as e:
+        http.get(srv.url + "/trades", deadline=time.monotonic() + 0.5)
+    # THEN the client hung up before the server had sent even half its headers
+    _hung_up_during_headers(srv.seen[0])
+    assert srv.url + "/trades" in _one_line(e.value)
+
+
+def test_headers_dripped_byte_by_byte_are_cut_off_at_the_request_deadline(srv):
+    # GIVEN the same drip, and a client whose whole request may take 3 x timeout_s (0.6 s), connect and headers too
+    srv.script("/trades", _slow_headers())
+    http = _client(SYSTEM_CLOCK, timeout_s=0.2, max_attempts=1)
+    # WHEN a run without --max-seconds asks
+    with pytest.raises(RetryBudgetExhausted) as e:
+        http.get(srv.url + "/trades")
+    # THEN the request is abandoned as a transient failure naming the host, during the headers
+    _hung_up_during_headers(srv.seen[0])
+    assert "127.0.0.1" in _one_line(e.value)
+
+
 # ---------------------------------------------------------------- oversized bodies
 
 def test_an_oversized_streamed_body_is_refused_without_buffering_it(srv):

@@ -111,7 +111,19 @@ def test_rerun_after_crash_between_raw_write_and_checkpoint_adopts_the_object(st
 
 def test_max_seconds_stops_at_a_page_boundary_and_reports_more_to_do(store, sim, make_source):
     book = sim.book
-    src = make_source(sim.url, rate=4.0)  # 4 pages/s at most
+    src = make_source(sim.url, page_size=100)
+    fetch = src.fetch
+
+    def slow_pages(*a, **kw):
+        # The deadline is strict for every wait (tests/hostile/test_deadline_strict.py), so the start-cursor
+        # search for `since` (two dozen probes) runs at full speed; the pages then come at 4/s at most.
+        if src.http.rate.rate != 4.0:
+            from schemahub.sources.http import RateLimiter
+
+            src.http.rate = RateLimiter(4.0, 1, src.http.clock)
+        return fetch(*a, **kw)
+
+    src.fetch = slow_pages
     first = book.first_id
     import time
 

@@ -436,10 +436,14 @@ class Lander:
             t0 = self.clock.monotonic()
             try:
                 chunk = self.source.fetch(product.symbol, cursor, head=head, upper=upper, deadline=deadline)
-            except Interrupted:
+            except Interrupted:  # Ctrl-C (a DeadlineReached too): checked first
                 if not n:
                     raise
                 break  # the page in flight is dropped whole; the pages before it land
+            except DeadlineReached:
+                if not n:
+                    raise
+                break  # the run's time is strict (sources/http.py): land the whole pages already fetched
             self._last_chunk_s = self.clock.monotonic() - t0
             cursor, caught_up = self._take(chunk, res, product, head, lines, requests, spans)
             gaps += [[a, b] for a, b in chunk.gaps]

@@ -121,11 +121,21 @@ class Source(abc.ABC):
         return {**{k: v.replace("{symbol}", symbol) for k, v in self.t.query.items()}, **params}
 
     def record_ids(self, records) -> list[int]:
-        """Each record's integer trade id; a record without one makes the page retryable."""
+        """Each record's integer trade id; a record without one, or with an id spelled any other way than the
+        canonical decimal integer ('099', '99.0', ' 99', '+99', 9.9e1, true), makes the page retryable: int()
+        would read such a misprint as another trade's id."""
         try:
-            return list(map(int, map(itemgetter(self.t.id_field), records)))
+            raw = list(map(itemgetter(self.t.id_field), records))
+            ids = list(map(int, raw))
         except (KeyError, IndexError, TypeError, ValueError) as e:
+            odd = _first_non_canonical(records, self.t.id_field)
+            if odd is not _NONE:
+                raise Retryable(_spelling(odd, self.t.id_field)) from None
             raise Retryable(f"a record lacks an integer trade id at {self.t.id_field!r}: {e}") from None
+        for v, i in zip(raw, ids):
+            if type(v) is not int and (type(v) is not str or v != str(i)):
+                raise Retryable(_spelling(v, self.t.id_field))
+        return ids
 
     def trades_page(self, symbol: str, params: dict, deadline=None) -> tuple[ParsedPage, list[int], Response]:
         """GET one page of trades with the spec's query and headers: (page, trade ids, response)."""
@@ -286,3 +296,28 @@ def parse_time(value, fmt: str) -> datetime:
         fmt = "epoch_us" if len(str(value)) >= 16 else "epoch_ms"
     divisor = {"epoch_s": 1, "epoch_ms": 10**3, "epoch_us": 10**6, "epoch_ns": 10**9}[fmt]
     return datetime.fromtimestamp(float(value) / divisor, tz=timezone.utc)
+
+
+# ------------------------------------------------------------------ trade-id spellings (record_ids)
+
+_NONE = object()
+
+
+def _first_non_canonical(records, field):
+    """The first id value present but not a canonical decimal integer (_NONE if every present one is)."""
+    for r in records:
+        try:
+            v = r[field]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if type(v) is int:
+            continue
+        if type(v) is not str or not v.isascii() or not v.isdigit() or (len(v) > 1 and v[0] == "0"):
+            return v
+    return _NONE
+
+
+def _spelling(value, field) -> str:
+    return (f"trade id {value!r} at {field!r} is not a canonical decimal integer (a misprint: read as a number "
+            "it would be another trade's id); the page is asked again, and if the exchange keeps printing it "
+            "the product stops here, nothing landed past it")

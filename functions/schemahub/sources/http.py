@@ -40,6 +40,7 @@ from schemahub.errors import (
     SourceError,
     Unreachable,
 )
+from schemahub.sources import httpdeadline
 
 log = logging.getLogger("schemahub.http")
 
@@ -69,11 +70,10 @@ class RateLimiter:
     def acquire(self, deadline: float | None = None, max_hold: float | None = None) -> float:
         """Take a token, sleeping if needed; return the seconds waited.
 
-        While a penalty holds requests, raises DeadlineReached instead of
-        sleeping past `deadline` (a monotonic time), and RetryBudgetExhausted if
-        the hold is longer than `max_hold` seconds; neither takes a token. The
-        short waits that only space requests out are the caller's to budget
-        (the lander gives a run's first object a try while any time is left).
+        Raises DeadlineReached instead of sleeping past `deadline` (a monotonic
+        time), whatever the wait is for (a penalty or only spacing requests out),
+        and RetryBudgetExhausted if a penalty holds requests longer than
+        `max_hold` seconds; neither takes a token.
         """
         with self._lock:
             now = self.clock.monotonic()
@@ -86,7 +86,7 @@ class RateLimiter:
                     f"the exchange's Retry-After holds every request for {hold:.0f}s more, longer than the "
                     f"{max_hold:.0f}s a run waits (retry.max_retry_after_s)"
                 )
-            if deadline is not None and hold > 0 and now + wait > deadline:
+            if deadline is not None and now + wait > deadline:  # strict always: the run's time is the run's
                 raise DeadlineReached(f"the time budget ends before the rate limit allows another request (in {wait:.1f}s)")
             self._tokens -= 1.0
         if wait > 0 and self.on_wait is not None:
@@ -217,6 +217,7 @@ class HttpClient:
         self.pool = pool or urllib3.PoolManager(
             num_pools=8, maxsize=16, retries=False, headers={"User-Agent": "schemahub/0.1", "Accept": "application/json"}
         )
+        httpdeadline.install(self.pool)  # the request deadline bounds the status line and headers too
         self.stats = HttpStats()
         self._stats_lock = threading.Lock()
         self.weight = weight
@@ -367,16 +368,22 @@ class HttpClient:
         """One GET within the request's own deadline and the run's; the body is read in bounded chunks."""
         start = self.clock.monotonic()
         until = start + self.request_deadline_s
-        # A request in flight when the run's time ends is cut there. One sent after it (the lander gives a
-        # run's first object a try while any time is left) has only its own deadline.
-        run_bound = deadline is not None and start < deadline <= until
+        # The run's deadline is strict: nothing is sent after it, and a request in flight when it comes is cut
+        # there (connect, headers and body alike: schemahub.sources.httpdeadline).
+        if deadline is not None and start >= deadline:
+            raise DeadlineReached(f"{self.name}: the time budget has ended; {full} not sent, a later run continues")
+        run_bound = deadline is not None and deadline <= until
         if run_bound:
             until = deadline
         try:
-            r = self.pool.request("GET", full, timeout=self._timeout(until - start), headers=headers, preload_content=False)
+            with httpdeadline.request_deadline(self.clock, until):
+                r = self.pool.request("GET", full, timeout=self._timeout(until - start), headers=headers,
+                                      preload_content=False)
         except urllib3.exceptions.LocationValueError as e:
             raise SourceError(f"{self.name}: {full} is not a valid URL ({e}); check the exchange's base_url") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            if self.clock.monotonic() >= until:  # the status line or headers were still coming at the deadline
+                raise self._late(full, host, run_bound, None) from None
             raise _transient(e, host) from None
         ok = False
         try:

@@ -59,6 +59,14 @@ class ObjectStore(abc.ABC):
     def delete(self, key: str) -> None:
         """Delete the object if it exists."""
 
+    def get_tail(self, key: str, nbytes: int) -> tuple[bytes, int]:
+        """(the last nbytes of the object, or all of it if shorter; its size). Raise NotFound if it does not exist.
+
+        Adapters override this with a ranged read, so checking a Parquet footer costs one small read.
+        """
+        data = self.get(key).data
+        return (data[-nbytes:] if nbytes > 0 else b""), len(data)
+
     def exists(self, key: str) -> bool:
         """True if the key exists."""
         try:

@@ -84,6 +84,17 @@ class LocalStore(ObjectStore):
                 raise NotFound(f"{self.uri}: no object {key!r}") from None
         return StoredObject(key, data, _etag(data))
 
+    def get_tail(self, key: str, nbytes: int) -> tuple[bytes, int]:
+        path = self.local_path(key)
+        with self._translated("read", key):
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(0, size - max(0, nbytes)))
+                    return f.read(), size
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise NotFound(f"{self.uri}: no object {key!r}") from None
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only the deepest directory the prefix names, not the whole tree.
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""

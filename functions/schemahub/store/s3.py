@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from botocore import exceptions as bx
 
+from schemahub.clock import SYSTEM_CLOCK
 from schemahub.errors import (
     NotFound,
     PreconditionFailed,
@@ -28,6 +30,9 @@ _CREDENTIALS = (bx.NoCredentialsError, bx.PartialCredentialsError, bx.Credential
 _UNREACHABLE = (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError,
                 bx.SSLError, bx.ProxyConnectionError, bx.ResponseStreamingError, bx.IncompleteReadError,
                 bx.HTTPClientError)
+
+
+CONFLICT_ATTEMPTS = 6  # a 409 ConditionalRequestConflict is retried up to 5 times, about 1.5 s in all
 
 
 def _code(e: bx.ClientError) -> tuple[str, int | None, str]:
@@ -63,6 +68,7 @@ class S3Store(ObjectStore):
                 raise UsageError(f"{self.uri}: cannot make an S3 client: {e} (check AWS_ENDPOINT_URL, e.g. "
                                  "http://127.0.0.1:9000, and AWS_REGION)") from None
         self.client = client
+        self.clock = SYSTEM_CLOCK  # backoff after a 409 (tests put a FakeClock here)
 
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -115,24 +121,51 @@ class S3Store(ObjectStore):
                 raise
             return StoredObject(key, resp["Body"].read(), resp["ETag"])
 
+    def get_tail(self, key: str, nbytes: int) -> tuple[bytes, int]:
+        with self._translated("read", key):
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=-{max(1, nbytes)}")
+            except bx.ClientError as e:
+                code = _code(e)[0]
+                if code == "NoSuchKey":
+                    raise NotFound(f"{self.uri}: no object {key!r}") from None
+                if code == "InvalidRange":  # an empty object has no last byte to range over
+                    return b"", 0
+                raise
+            data = resp["Body"].read()
+            total = str(resp.get("ContentRange") or "").rpartition("/")[2]  # "bytes 100-199/200"
+            size = int(total) if total.isdigit() else len(data)
+            return (data[-nbytes:] if nbytes > 0 else b""), size
+
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         kwargs = {}
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         elif if_match is not None:
             kwargs["IfMatch"] = if_match
-        with self._translated("write", key):
-            try:
-                resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
-            except bx.ClientError as e:
-                code, status, _ = _code(e)
-                # 412: the condition failed. 409: a concurrent conditional write won. 404: If-Match on a missing key.
-                conditional = bool(kwargs) and (code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
-                                                or status in (409, 412))
-                if conditional and code != "NoSuchBucket":
-                    raise PreconditionFailed(f"{self.uri}: conditional put of {key!r} failed ({code or status})") from None
-                raise
-            return resp["ETag"]
+        for attempt in range(CONFLICT_ATTEMPTS):
+            with self._translated("write", key):
+                try:
+                    resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
+                except bx.ClientError as e:
+                    code, status, _ = _code(e)
+                    if kwargs and (code == "ConditionalRequestConflict" or status == 409):
+                        # AWS: "a conflicting operation occurred during the upload ... retry". Not a lost race:
+                        # only S3's answer to the retry (200, or 412 if the other write won) says who won. The
+                        # same condition is sent again, so a compare-and-swap never overwrites a newer object.
+                        if attempt + 1 < CONFLICT_ATTEMPTS:
+                            self.clock.sleep(min(1.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
+                            continue
+                        raise StoreUnavailable(
+                            f"{self.uri}: cannot write {key!r}: S3 answered 409 ConditionalRequestConflict (a "
+                            f"conflicting operation in progress) {CONFLICT_ATTEMPTS} times: run again later") from None
+                    # 412: the condition failed. 404: If-Match on a missing key.
+                    if kwargs and code != "NoSuchBucket" and (code in ("PreconditionFailed", "NoSuchKey")
+                                                              or status == 412):
+                        raise PreconditionFailed(f"{self.uri}: conditional put of {key!r} failed ({code or status})") from None
+                    raise
+                return resp["ETag"]
+        raise AssertionError("unreachable")
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         strip = len(self.prefix)
