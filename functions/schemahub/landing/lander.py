@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
@@ -469,7 +470,10 @@ class Lander:
                               lines=rawobject.LINES_CSV, source=sl.source)
         if self.progress:
             self.progress(self.exchange, product.product_id, len(sl.lines), sl.end, head)
-        return _Group(key, start, sl.end, header, sl.lines, caught_up=sl.end >= head, archive=True)
+        # Compressed on a small pool while the writer lands the object before it (zlib releases the GIL): a
+        # busy day's slices compress side by side, still landed strictly in order.
+        body = _encoder().submit(rawobject.encode, header, sl.lines)
+        return _Group(key, start, sl.end, header, sl.lines, caught_up=sl.end >= head, archive=True, body=body)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -531,6 +535,20 @@ class _Group:
     caught_up: bool = False
     archive: bool = False  # cut from an archive file
     newest_us: int | None = None
+    body: Future | None = None  # rawobject.encode(header, lines), being compressed (archive slices)
+
+
+_ENCODER: ThreadPoolExecutor | None = None
+_ENCODER_LOCK = threading.Lock()
+
+
+def _encoder() -> ThreadPoolExecutor:
+    """The threads that compress archive slices (one process-wide pool of two: this machine's cores)."""
+    global _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None:
+            _ENCODER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        return _ENCODER
 
 
 class _ChainDiverged(SchemahubError):
@@ -575,7 +593,8 @@ class _Writer:
                 # Fix the chain's start before its first object exists (see the module docstring).
                 self.cp = lander.checkpoints.update(self.cp, lambda c: _start_chain(c, g.start, advance))
             try:
-                lander.store.put(g.key, rawobject.encode(g.header, g.lines), if_none_match=True)
+                body = g.body.result() if g.body is not None else rawobject.encode(g.header, g.lines)
+                lander.store.put(g.key, body, if_none_match=True)
                 res.objects += 1
                 res.trades += len(g.lines)
                 res.archive_objects += g.archive

@@ -214,9 +214,11 @@ class ArchiveSource:
             resp = self.http.get(url, accept=frozenset({404}), deadline=deadline)
             if resp.status == 404:
                 return None
-            got = hashlib.sha256(resp.body).hexdigest()
+            got, unpacked = self._verify_and_unpack(f, resp.body)
             if got == want:
-                return self._unpack(f, got, resp.body)
+                if isinstance(unpacked, BaseException):
+                    raise unpacked
+                return unpacked
             log.warning("%s: %s has SHA-256 %s, its checksum file says %s (download %d of %d)",
                         self.exchange, url, got, want, attempt + 1, attempts)
             if attempt + 1 < attempts:
@@ -230,7 +232,27 @@ class ArchiveSource:
             f"{attempts} downloads; nothing of it was landed. The exchange may be replacing it: a later run tries "
             "again (if it persists, the file is damaged at the exchange)")
 
-    def _unpack(self, f: ArchiveFile, sha: str, data: bytes) -> LoadedFile:
+    def _verify_and_unpack(self, f: ArchiveFile, data: bytes) -> tuple[str, LoadedFile | BaseException]:
+        """(the SHA-256 of data, its unpacked rows or the error unpacking raised), both computed side by side.
+
+        hashlib and zlib release the GIL: the hash runs on a thread while the zip is read. The caller uses the
+        rows (or raises the error) only if the SHA-256 matches the checksum file; otherwise both are dropped."""
+        box: dict = {}
+        hasher = threading.Thread(target=lambda: box.setdefault("sha", hashlib.sha256(data).hexdigest()),
+                                  name="archive-sha256")
+        hasher.start()
+        try:
+            unpacked: LoadedFile | BaseException = self._unpack(f, None, data)
+        except Exception as e:  # noqa: BLE001 - raised by the caller only if the bytes are the checksum's
+            unpacked = e
+        finally:
+            hasher.join()
+        sha = box["sha"]
+        if isinstance(unpacked, LoadedFile):
+            unpacked.sha256 = sha
+        return sha, unpacked
+
+    def _unpack(self, f: ArchiveFile, sha: str | None, data: bytes) -> LoadedFile:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 members = [i for i in z.infolist() if not i.is_dir()]
@@ -251,20 +273,36 @@ class ArchiveSource:
             header = 1
             nl = csv.find(b"\n")
             csv = b"" if nl < 0 else csv[nl + 1:]
-        lines = csv.split(b"\n")
+        if not csv:  # (the only CSV without a line)
+            return LoadedFile(f, sha, [], pa.array([], pa.int64()), header, [])
+        # The ids are read (pyarrow, without the GIL) while the rows are split into lines.
+        box: dict = {}
+
+        def read_ids() -> None:
+            try:
+                box["table"] = pacsv.read_csv(
+                    pa.BufferReader(csv),
+                    read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                    parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                    convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+            except Exception as e:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = e
+
+        reader = threading.Thread(target=read_ids, name="archive-ids")
+        reader.start()
+        try:
+            lines = csv.split(b"\n")
+        finally:
+            reader.join()
         if lines and lines[-1] == b"":
             lines.pop()
-        if not lines:
-            return LoadedFile(f, sha, [], pa.array([], pa.int64()), header, [])
-        try:
-            table = pacsv.read_csv(
-                pa.BufferReader(csv),
-                read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-                convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        e = box.get("error")
+        if isinstance(e, (pa.ArrowInvalid, pa.ArrowTypeError)):
             raise ArchiveError(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
+        if e is not None:
+            raise e
+        table = box["table"]
         ids = table.column("f0").combine_chunks()
         if len(ids) != len(lines) or ids.null_count:
             raise ArchiveError(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
