@@ -526,6 +526,9 @@ def _time_micros(text, fmt: str):
         frac = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(m.field("frac"), ""), 0, 6), width=6, padding="0")
         micros = pc.add(pc.multiply(secs, 1_000_000), pc.cast(pc.if_else(ok, frac, "0"), pa.int64()))
     elif fmt == "epoch_ms_or_us":
+        fast = _epoch_ms_or_us_uniform(text)
+        if fast is not None:
+            return fast
         # Unambiguous by length for 2001..2286: ms have 13 digits, µs 16; anything else is quarantined.
         ms = pc.match_substring_regex(text, r"^[0-9]{13}$")
         ok = pc.or_(ms, pc.match_substring_regex(text, r"^[0-9]{16}$"))
@@ -542,6 +545,32 @@ def _time_micros(text, fmt: str):
     ok = pc.fill_null(ok, False)
     bad = pc.and_(text.is_valid(), pc.invert(ok))
     return pc.if_else(ok, micros, pa.scalar(None, pa.int64())), bad
+
+
+def _epoch_ms_or_us_uniform(text):
+    """(µs, no row bad) when every value is 13 digits (ms) or every value is 16 (µs), none with a leading zero,
+    else None (the regex path decides, row by row). An archive file prints one unit throughout.
+
+    Cheap checks instead of two regex passes: one length (min = max = 13 or 16), an int64 cast, and the
+    values within [10**(len-1), 10**len): a sign, a space or a leading zero cannot pass (a sign or a leading
+    zero leaves fewer digits than the length; a space fails the cast)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(text) == text.null_count:
+        return None
+    lo, hi = (v.as_py() for v in pc.min_max(pc.binary_length(text)).values())
+    if lo != hi or lo not in (13, 16):
+        return None
+    try:
+        raw = pc.cast(text, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    vlo, vhi = (v.as_py() for v in pc.min_max(raw).values())
+    if vlo < 10 ** (lo - 1) or vhi >= 10 ** lo:
+        return None
+    micros = pc.multiply(raw, 1000) if lo == 13 else raw
+    return micros, pa.repeat(pa.scalar(False), len(text))
 
 
 _EPOCH_DIGITS = {"epoch_s": 12, "epoch_ms": 15, "epoch_us": 18, "epoch_ns": 19}
