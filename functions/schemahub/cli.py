@@ -383,8 +383,11 @@ def _report(results, as_json: bool) -> int:
               "(kept as landed, the new files not mixed in): " + "; ".join(
                   f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
-        print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
-              file=sys.stderr)
+        # The first reason in full; the others only by name: each product's own line above says why (offline, nine
+        # products fail alike, and nine reasons again made one unreadable line).
+        more = ", ".join(f"{r.exchange} {r.product_id}" for r in failed[1:])
+        print(f"schemahub: error: {len(failed)} product(s) failed: {failed[0].product_id}: {failed[0].message}"
+              + (f"; also {more} (each one's line above says why)" if more else ""), file=sys.stderr)
         return 1
     return 1 if replaced else 0
 
