@@ -743,9 +743,24 @@ def cmd_demo(args) -> int:
     print("== one table: BTC 1-minute VWAP on every exchange, side by side, last 5 minutes")
     cur = con.execute(VWAP_1M_ACROSS.format(base="BTC", minutes=5))
     _print_rows([d[0] for d in cur.description], cur.fetchall(), "table")
-    print(f"try: .venv/bin/schemahub query --storage {args.storage} "
+    print(f"try: {_invoked_as()} query --storage {args.storage} "
           "\"select exchange, product_id, count(*), sum(price*size) from trades group by all order by all\"")
     return code
+
+
+def _invoked_as(argv0: str | None = None) -> str:
+    """How the user can run this command again from where they are: `schemahub` when that is the one on PATH,
+    else the path they ran (`.venv/bin/schemahub` from `make demo`), else `python -m schemahub.cli`."""
+    import shlex
+    import shutil
+
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    if os.path.basename(argv0) != "schemahub":
+        return f"{shlex.quote(sys.executable)} -m schemahub.cli"
+    on_path = shutil.which("schemahub")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "schemahub"
+    return shlex.quote(argv0 if os.sep in argv0 else os.path.abspath(argv0))
 
 
 def _ingest_options(s: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -142,6 +143,10 @@ def test_installed_cli_demo_query_and_python_api_work_offline(venv):
     since = (datetime.now(timezone.utc) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     demo = _run([exe, "demo", "--storage", "lake", "--since", since], **run).stdout
     assert "== stats" in demo and "coinbase BTC-USD: " in demo and " trades landed, up to " in demo
+    # The demo's closing "try:" line is a command that works where it was printed (not the checkout's .venv/bin).
+    [hint] = [line for line in demo.splitlines() if line.startswith("try: ")]
+    tried = _run(shlex.split(hint.removeprefix("try: ")), **run).stdout
+    assert "coinbase" in tried and "BTC-USD" in tried, tried
 
     got = _run([exe, "query", "--storage", "lake", "--format", "json",
                 "SELECT exchange, count(*) AS n FROM trades GROUP BY ALL ORDER BY ALL"], **run).stdout
