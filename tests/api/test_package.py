@@ -171,3 +171,16 @@ print(json.dumps({{"trades": t.num_rows, "price": str(t.schema.field("price").ty
     assert res["price"] == "decimal128(38, 12)" and res["time"] == "timestamp[us, tz=UTC]"
     assert res["candles"] >= 10 and res["volume"] == res["sum_size"]
     assert res["stats"] == 9
+
+
+def test_s3_storage_without_the_aws_extra_says_what_to_install(venv):
+    """The fresh environment has no boto3 (an extra): s3:// storage is one usage line naming the extra, not an
+    internal error about botocore."""
+    for args in (["query", "--storage", "s3://bucket/prefix", "SELECT 1"], ["stats", "--storage", "s3://bucket/x"]):
+        res = subprocess.run([str(venv["bin"] / "schemahub"), *args], env=venv["env"], cwd=venv["cwd"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (res.returncode, res.stderr)
+        assert "internal error" not in res.stderr and "[aws]" in res.stderr and "boto3" in res.stderr, res.stderr
+    res = subprocess.run([str(venv["py"]), "-c", "import schemahub; schemahub.open('s3://bucket/prefix')"],
+                         env=venv["env"], cwd=venv["cwd"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "UsageError" in res.stderr and "[aws]" in res.stderr, res.stderr
