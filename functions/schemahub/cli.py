@@ -642,6 +642,18 @@ def _watch(lake, table, fmt: str, every: float) -> int:
             time.sleep(every)
     except (KeyboardInterrupt, duckdb.InterruptException):
         return 0  # Ctrl-C is how --watch ends: quietly, exit 0
+    except RuntimeError as e:
+        if not _ctrl_c_in_duckdb(e):
+            raise
+        return 0
+
+
+def _ctrl_c_in_duckdb(e: BaseException) -> bool:
+    """Ctrl-C during a DuckDB call comes back as DuckDB's error, not KeyboardInterrupt: InterruptException, or
+    (duckdb 2.0, from `con.execute("SET ...")`) a bare RuntimeError('Query interrupted')."""
+    import duckdb
+
+    return isinstance(e, duckdb.InterruptException) or (type(e) is RuntimeError and str(e) == "Query interrupted")
 
 
 def cmd_serve(args) -> int:
@@ -966,6 +978,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush must not fail again
         return 0
     except Exception as e:  # a bug: still one line, the traceback on request
+        if _ctrl_c_in_duckdb(e):
+            print("schemahub: interrupted; a later run continues where this one stopped", file=sys.stderr)
+            return 130
         _say(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
                           "and please report it)"), verbose)
         return 1
