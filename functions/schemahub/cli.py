@@ -550,11 +550,13 @@ def cmd_export(args) -> int:
 
 def cmd_candles(args) -> int:
     from schemahub.api import Lake
-    from schemahub.output import write
+    from schemahub.output import format_for, write
 
+    # Into a file, the name says the format (as for `export`) unless --format does; on stdout, a table.
+    fmt = format_for(args.output, args.format) if args.output else args.format or "table"
     lake = Lake(args.storage, mappings=args.mappings)
     bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
-    write(bars.to_reader(), args.format, args.output)
+    write(bars.to_reader(), fmt, args.output)
     _hint_if_empty(lake)
     return 0
 
@@ -592,7 +594,8 @@ def _query_commands(sub, common) -> None:
     s.add_argument("--interval", choices=list(INTERVALS), default="1m")
     s.add_argument("--start", help="first trade time, inclusive (ISO-8601 date or time, UTC)")
     s.add_argument("--end", help="end, exclusive (ISO-8601 date or time, UTC)")
-    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--format", choices=FORMATS, help="table (default on stdout), csv, json, parquet; with --output, "
+                   "the file name's ending (.parquet, .csv, .json) unless given")
     s.add_argument("--output", "-o", help="write to this file instead of stdout")
     s.set_defaults(func=cmd_candles)
 
