@@ -209,6 +209,9 @@ def read_layout(store: ObjectStore) -> Layout:
             layout.compacted[p] = copy
         if files:
             layout.files[p] = files
+    for p in sorted(set(layout.manifest_sizes) - set(manifests)):
+        if p in parts and p not in layout.stale:
+            layout.stale.append(p)  # an unreadable manifest (damaged by hand): replaced by the next compact
     layout.parts = dict(parts)
     layout.sizes = sizes
     layout.manifests = manifests
@@ -315,7 +318,7 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             store.put(target, write_parquet(table), if_none_match=True)
         except PreconditionFailed:
             pass  # an earlier run wrote the same file (same parts, same name) and died before its manifest
-        if p in stale and p in layout.manifests:
+        if p in stale and p in layout.manifest_sizes:  # listed: readable or not
             invalidate_compaction(store, p)  # a manifest that no longer names the parts: replaced by this one
         manifest = {"file": name, "parts": held, "rows": table.num_rows, "duplicates": dropped,
                     "compacted_at": datetime.now(timezone.utc).isoformat()}

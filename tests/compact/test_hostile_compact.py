@@ -1,0 +1,44 @@
+"""Hostile review of compaction (issue #13): hand damage and reruns. Ground truth is the trade ids written into
+hand-built raw objects, never the code's own output."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from schemahub.compact import compact, read_layout
+from schemahub.layout import manifest_key
+from schemahub.store import open_store
+from schemahub.transform import Transformer
+from tests.compact.conftest import trade_ids
+from tests.transform.helpers import put_raw
+
+DAY = "2026-11-20"
+PART = f"exchange=coinbase/product_id=BTC-USD/date={DAY}"
+AFTER = date(2026, 11, 21)
+
+
+def _line(i: int) -> bytes:
+    return json.dumps({"time": f"{DAY}T10:{i // 60:02d}:{i % 60:02d}.5Z", "trade_id": i, "price": "100.5",
+                       "size": "1", "side": "buy"}, separators=(",", ":")).encode()
+
+
+def _day(tmp_path):
+    store = open_store(str(tmp_path / "lake"))
+    t = Transformer(store)
+    for start in (0, 10):
+        t.transform_object(put_raw(store, [_line(i) for i in range(start + 1, start + 11)], start=start,
+                                   fetched=f"{DAY}T23:59:00Z"))
+    return store
+
+
+def test_a_manifest_damaged_by_hand_is_replaced_and_the_day_compacted_again(tmp_path):
+    store = _day(tmp_path)
+    assert compact(store, before=AFTER).partitions == 1
+    for garbage in (b"{not json", b'["a list"]', b'{"parts": {}}'):  # truncated, wrong shape, no file
+        store.put(manifest_key(PART), garbage)
+        assert PART not in read_layout(store).compacted  # read as its parts meanwhile (complete)
+        res = compact(store, before=AFTER)
+        layout = read_layout(store)
+        assert res.partitions == 1 and PART in layout.compacted, (garbage, res)
+        assert sorted(trade_ids(store, layout.files[PART])) == list(range(1, 21))
