@@ -312,10 +312,10 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
         table, dropped = dedupe_lowest_raw_key(table)
         # Parts are sorted by time already; a stable sort keeps ties in part-name order: deterministic bytes.
         table = table.take(pc.sort_indices(table, sort_keys=[("trade_time", "ascending")]))
-        if target in layout.damaged:
-            store.delete(target)  # a damaged copy of these same parts: written again below
         try:
-            store.put(target, write_parquet(table), if_none_match=True)
+            # A damaged copy of these same parts is overwritten in place (no reader reads it: the day is on its
+            # parts), never deleted: the scheduled role may not delete copies.
+            store.put(target, write_parquet(table), if_none_match=target not in layout.damaged)
         except PreconditionFailed:
             pass  # an earlier run wrote the same file (same parts, same name) and died before its manifest
         if p in stale and p in layout.manifest_sizes:  # listed: readable or not
