@@ -174,8 +174,11 @@ def _load_manifest(store: ObjectStore, key: str) -> dict | None:
     return doc if isinstance(doc, dict) and "file" in doc else None
 
 
-def read_layout(store: ObjectStore) -> Layout:
-    """The files a consistent reader takes right now (day_files for every partition)."""
+def read_layout(store: ObjectStore, *, check_parts: bool = True) -> Layout:
+    """The files a consistent reader takes right now (day_files for every partition).
+
+    check_parts=False (compact): only compacted copies are checked for damage here; compact checks each day's
+    parts when it starts that day (a year of parts is 900,000 footer reads: longer than a Lambda lives)."""
     layout = Layout()
     parts: dict[str, list[str]] = defaultdict(list)
     sizes: dict[str, int] = {}
@@ -218,7 +221,7 @@ def read_layout(store: ObjectStore) -> Layout:
 
     from schemahub.tablefiles import set_aside_damaged
 
-    set_aside_damaged(store, layout)  # damaged Parquet files are set aside, never read
+    set_aside_damaged(store, layout, parts=check_parts)  # damaged Parquet files are set aside, never read
     return layout
 
 
@@ -275,7 +278,9 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
     from schemahub.transform import write_parquet
 
     before = before or datetime.now(timezone.utc).date()
-    layout = read_layout(store)
+    from schemahub.tablefiles import check
+
+    layout = read_layout(store, check_parts=False)  # each day's parts are checked when the day starts
     res = CompactResult()
     stale = set(layout.stale)
     for done, (p, keys) in enumerate(sorted(layout.parts.items())):
@@ -289,14 +294,15 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             continue
         if len(keys) < min_parts and p not in stale:
             continue
+        if deadline is not None and time.monotonic() > deadline:
+            res.pending += 1
+            continue
+        layout.damaged.update(check(store, [k for k in keys if k not in layout.damaged]))
         bad = [k for k in keys if k in layout.damaged]
         if bad:  # a copy without the damaged part's rows would hide them for good
             res.skipped_damaged.append(p)
             log.warning("%s: not compacted: it holds %d damaged file(s) (%s); rebuild them from raw first", p,
                         len(bad), ", ".join(bad))
-            continue
-        if deadline is not None and time.monotonic() > deadline:
-            res.pending += 1
             continue
         res.planned.append(p)
         if dry_run:

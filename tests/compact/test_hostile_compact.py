@@ -42,3 +42,37 @@ def test_a_manifest_damaged_by_hand_is_replaced_and_the_day_compacted_again(tmp_
         layout = read_layout(store)
         assert res.partitions == 1 and PART in layout.compacted, (garbage, res)
         assert sorted(trade_ids(store, layout.files[PART])) == list(range(1, 21))
+
+
+def test_a_backlog_reads_no_part_before_the_deadline_says_a_day_may_start(tmp_path):
+    """The Lambda's 15 minutes: a first scheduled run over a year of parts (900,000 files for 50 products) must
+    reach its deadline checks after listing, not after one read per part (900,000 ranged GETs at ~15 ms, 16 at a
+    time, is ~14 minutes: the function is killed before it compacts a day, every day). With the deadline
+    already passed, no day starts, so no part may be read; every closed day is left pending."""
+    import time
+
+    store = open_store(str(tmp_path / "lake"))
+    t = Transformer(store)
+    days = ["2026-11-18", "2026-11-19", "2026-11-20"]
+    for d, day in enumerate(days):
+        for start in (100 * d, 100 * d + 10):
+            lines = [json.dumps({"time": f"{day}T10:00:{i % 60:02d}.5Z", "trade_id": i, "price": "1.5", "size": "1",
+                                 "side": "buy"}).encode() for i in range(start + 1, start + 11)]
+            t.transform_object(put_raw(store, lines, start=start, fetched=f"{day}T23:59:00Z"))
+    reads = []
+    for name in ("get", "get_tail"):
+        real = getattr(store, name)
+
+        def counted(key, *a, _real=real, **kw):
+            reads.append(key)
+            return _real(key, *a, **kw)
+
+        setattr(store, name, counted)
+    res = compact(store, before=AFTER, deadline=time.monotonic() - 1)
+    assert res.partitions == 0 and res.pending == len(days)
+    assert [k for k in reads if k.startswith("curated/")] == []
+    reads.clear()
+    res = compact(store, before=AFTER)  # no deadline: every day, each part read (its footer, then its rows)
+    assert res.partitions == len(days) and res.pending == 0
+    layout = read_layout(store)
+    assert sorted(trade_ids(store, layout.keys())) == sorted(i for d in range(3) for i in range(100 * d + 1, 100 * d + 21))
