@@ -383,7 +383,14 @@ def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str], layou
     exact = set(_still_exact(store, targets, layout, trust_sizes=True))
     stayed = sorted(set(targets) - exact)
     targets = {p: k for p, k in targets.items() if p in exact}
-    catalog.update({p: location_of(k) for p, k in targets.items()})
+    try:
+        catalog.update({p: location_of(k) for p, k in targets.items()})
+    except Exception:
+        # Part of the move may be applied (Glue applies the batches before a failing one): the check after the
+        # move still runs for every target, so no day is left on a copy that lacks a part; then the error.
+        keep = set(_still_exact(store, targets, layout, trust_sizes=False))
+        catalog.update({p: parts_prefix(p) for p in sorted(targets) if p not in keep})
+        raise
     keep = set(_still_exact(store, targets, layout, trust_sizes=False))
     back = [p for p in sorted(targets) if p not in keep]
     if back:

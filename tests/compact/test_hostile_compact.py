@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import pytest
+
 from schemahub.compact import compact, read_layout
 from schemahub.layout import manifest_key
 from schemahub.store import open_store
@@ -99,3 +101,127 @@ def test_a_rebuild_that_changes_nothing_leaves_athena_on_the_copy_the_view_reads
     assert read_layout(store).files[PART] == [copy]
     assert athena_plan(cat, store)[PART] == [copy]
     assert sorted(trade_ids(store, [copy])) == list(range(1, 21))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_at_every_write_of_compact_then_a_rerun_leaves_both_readers_on_one_whole_copy(lake):
+    """Kill the run at its n-th write (copy, manifest, partition move, ...), for every n, then run again: both
+    readers read the day exactly once, from the same one file, with every trade of the raw objects."""
+    from schemahub.pipeline import compact_closed
+    from tests.compact.conftest import athena_plan
+
+    store, cat = lake
+    t = Transformer(store, catalog=cat)
+    for s in (0, 10):
+        t.transform_object(put_raw(store, [_line(i) for i in range(s + 1, s + 11)], start=s,
+                                   fetched=f"{DAY}T23:59:00Z"))
+    calls = []
+    for obj, names in ((store, ("put", "delete")), (cat, ("create", "update"))):
+        for name in names:
+            real = getattr(obj, name)
+
+            def hooked(*a, _real=real, _name=name, **kw):
+                calls.append(_name)
+                if len(calls) == crash_at:
+                    raise Crash(_name)
+                return _real(*a, **kw)
+
+            setattr(obj, name, hooked)
+    crash_at, n = 0, 0
+    compact_closed(store, catalog=cat, before=AFTER)
+    writes = len(calls)
+    assert writes >= 3  # copy, manifest, partition move at least
+    for n in range(1, writes + 1):
+        for o in store.list("compacted/"):
+            store.delete(o.key)
+        cat.update({PART: f"curated/{PART}/"})
+        calls.clear()
+        crash_at = n
+        try:
+            compact_closed(store, catalog=cat, before=AFTER)
+        except Crash:
+            pass
+        crash_at = 0
+        compact_closed(store, catalog=cat, before=AFTER)
+        view = read_layout(store).files[PART]
+        assert len(view) == 1 and view[0].startswith("compacted/"), (n, view)
+        assert athena_plan(cat, store)[PART] == view, n
+        assert sorted(trade_ids(store, view)) == list(range(1, 21)), n
+
+
+class MemoryCatalog:
+    """The catalog port in memory, with Glue's batch behaviour: BatchUpdatePartition applies the entries of the
+    chunks before a failing one, then the call fails (throttling after retries, AccessDenied, a partition deleted
+    by hand meanwhile)."""
+
+    def __init__(self):
+        self.loc: dict[str, str] = {}
+        self.fail_next_move_to_copies = False
+
+    def locations(self):
+        return dict(self.loc)
+
+    def create(self, items):
+        for p, v in items.items():
+            self.loc.setdefault(p, v)
+
+    def update(self, items):
+        from schemahub.errors import CatalogUnavailable
+
+        if self.fail_next_move_to_copies and any("/v-" in v for v in items.values()):
+            self.fail_next_move_to_copies = False
+            first = sorted(items)[: max(1, len(items) // 2)]
+            self.loc.update({p: items[p] for p in first})
+            raise CatalogUnavailable("glue table db.trades: cannot BatchUpdatePartition: ThrottlingException")
+        self.loc.update(items)
+
+    def show_parts(self, partition):
+        self.loc[partition] = f"curated/{partition}/"
+
+
+def test_a_catalog_failing_mid_switch_never_leaves_a_day_on_a_copy_that_lacks_a_late_part(tmp_path):
+    """The move to the copies fails half way (Glue throttles after its retries): a day whose late part landed
+    while the run compacted, and whose transform found the partition still on its parts, must not be left on the
+    copy that lacks it: the run fails with one clear error, and Athena still reads every trade of that day."""
+    from schemahub.errors import CatalogError
+    from schemahub.pipeline import compact_closed
+
+    store = open_store(str(tmp_path / "lake"))
+    cat = MemoryCatalog()
+    t = Transformer(store, catalog=cat)
+    day2 = "2026-11-21"  # sorts after DAY: the chunk holding DAY is applied before the failing one
+    part2 = f"exchange=coinbase/product_id=BTC-USD/date={day2}"
+    for s in (0, 10):
+        t.transform_object(put_raw(store, [_line(i) for i in range(s + 1, s + 11)], start=s,
+                                   fetched=f"{DAY}T23:59:00Z"))
+    for s in (100, 110):
+        lines = [json.dumps({"time": f"{day2}T10:00:{i % 60:02d}.5Z", "trade_id": i, "price": "1.5", "size": "1",
+                             "side": "buy"}).encode() for i in range(s + 1, s + 11)]
+        t.transform_object(put_raw(store, lines, start=s, fetched=f"{day2}T23:59:00Z"))
+    # The late part lands after the run's first check and before its move (the transform sees the parts folder).
+    import schemahub.compact as c
+
+    real = c._still_exact
+    late_done = []
+
+    def still_exact(store_, targets, layout, *, trust_sizes):
+        out = real(store_, targets, layout, trust_sizes=trust_sizes)
+        if trust_sizes and not late_done:
+            late_done.append(1)
+            t.transform_object(put_raw(store, [_line(i) for i in range(21, 26)], start=20,
+                                       fetched=f"{DAY}T23:59:30Z"))
+        return out
+
+    c._still_exact = still_exact
+    cat.fail_next_move_to_copies = True
+    try:
+        with pytest.raises(CatalogError, match="ThrottlingException"):
+            compact_closed(store, catalog=cat, before=date(2026, 11, 22))
+    finally:
+        c._still_exact = real
+    for p, ids in ((PART, range(1, 26)), (part2, range(101, 121))):
+        files = [o.key for o in store.list(cat.loc[p])]  # what Athena opens: every object under the location
+        assert sorted(trade_ids(store, files)) == list(ids), (p, cat.loc[p])
