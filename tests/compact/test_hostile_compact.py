@@ -225,3 +225,24 @@ def test_a_catalog_failing_mid_switch_never_leaves_a_day_on_a_copy_that_lacks_a_
     for p, ids in ((PART, range(1, 26)), (part2, range(101, 121))):
         files = [o.key for o in store.list(cat.loc[p])]  # what Athena opens: every object under the location
         assert sorted(trade_ids(store, files)) == list(ids), (p, cat.loc[p])
+
+
+def test_a_glue_partition_deleted_or_moved_by_hand_is_repaired_by_the_next_run(lake):
+    from schemahub.pipeline import compact_closed
+    from tests.compact.conftest import athena_plan
+
+    store, cat = lake
+    t = Transformer(store, catalog=cat)
+    for s in (0, 10):
+        t.transform_object(put_raw(store, [_line(i) for i in range(s + 1, s + 11)], start=s,
+                                   fetched=f"{DAY}T23:59:00Z"))
+    compact_closed(store, catalog=cat, before=AFTER)
+    [copy] = read_layout(store).files[PART]
+    db, table = cat.database, cat.table
+    cat.client.delete_partition(DatabaseName=db, TableName=table, PartitionValues=["coinbase", "BTC-USD", DAY])
+    compact_closed(store, catalog=cat, before=AFTER)
+    assert athena_plan(cat, store)[PART] == [copy]
+    cat.update({PART: "curated/exchange=coinbase/product_id=BTC-USD/date=2026-11-19/"})  # a wrong day, by hand
+    compact_closed(store, catalog=cat, before=AFTER)
+    assert athena_plan(cat, store)[PART] == [copy]
+    assert sorted(trade_ids(store, [copy])) == list(range(1, 21))
