@@ -313,7 +313,21 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
         digest = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:16]
         name = compacted_file(digest)  # its own version folder: a catalog location holding this file alone
         target = compacted_key(p, name)
-        tables = [pq.read_table(io.BytesIO(o.data), schema=FILE_SCHEMA) for o in objs]
+        tables, unreadable = [], {}
+        for k, o in zip(sorted(keys), objs):
+            try:
+                tables.append(pq.read_table(io.BytesIO(o.data), schema=FILE_SCHEMA))
+            except Exception as e:  # pyarrow's error for pages damaged behind a whole footer (tablefiles)
+                unreadable[k] = f"unreadable pages ({type(e).__name__}: {' '.join(str(e).split())})"
+        if unreadable:  # as for a damaged footer: the day keeps its parts, the other days go on
+            from schemahub.tablefiles import rebuild_hint
+
+            layout.damaged.update(unreadable)
+            res.planned.remove(p)
+            res.skipped_damaged.append(p)
+            log.warning("%s: not compacted: %s; rebuild it from raw: run `%s`", p,
+                        "; ".join(f"{k}: {why}" for k, why in sorted(unreadable.items())), rebuild_hint(p))
+            continue
         table = pa.concat_tables(tables)
         table, dropped = dedupe_lowest_raw_key(table)
         # Parts are sorted by time already; a stable sort keeps ties in part-name order: deterministic bytes.

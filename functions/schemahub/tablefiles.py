@@ -90,7 +90,7 @@ def check(store: ObjectStore, keys: list[str]) -> dict[str, str]:
         return {k: why for k, why in zip(keys, pool.map(lambda k: footer_problem(store, k), keys)) if why}
 
 
-def _rebuild_hint(partition: str) -> str:
+def rebuild_hint(partition: str) -> str:
     fields = dict(part.split("=", 1) for part in partition.split("/") if "=" in part)
     return (f"schemahub transform --all --exchange {fields.get('exchange', 'E')} "
             f"--product {fields.get('product_id', 'P')}")
@@ -128,6 +128,6 @@ def set_aside_damaged(store: ObjectStore, layout, *, parts: bool = True) -> None
             for key in bad:
                 _warn_once(store, key, damaged[key],
                            f"{key}: damaged table file ({damaged[key]}); set aside, so its rows are missing from "
-                           f"queries and stats until it is rebuilt from raw: run `{_rebuild_hint(p)}`")
+                           f"queries and stats until it is rebuilt from raw: run `{rebuild_hint(p)}`")
     layout.files = {p: f for p, f in layout.files.items() if f}
     layout.damaged.update(damaged)

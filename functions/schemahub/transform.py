@@ -170,6 +170,11 @@ class Transformer:
             res.pending = keys
             return res
         marked_damaged = {raw_key_of_damaged(o.key) for o in self.store.list(damaged_prefix(prefix))}
+        todo = set(keys)
+        for key in sorted(k for k in marked_damaged - todo if parse_source_key(k) is not None):
+            # deleted, or restored and transformed since (the transform Lambda's path): dealt with
+            log.info("%s: no longer set aside (deleted, or transformed since); removed %s", key, damaged_key(key))
+            self.store.delete(damaged_key(key))
         for done, key in enumerate(keys):
             if progress is not None:  # progress(objects done, objects to do), for a person at a terminal
                 progress(done, len(keys))
@@ -216,7 +221,7 @@ class Transformer:
             log.error("%s: damaged, set aside (recorded in %s): %s. The other objects go on; restore the object "
                       "from a copy or delete it, then run transform again", raw_key, damaged_key(raw_key), e.reason)
             raise
-        if was_damaged or (was_damaged is None and rebuild):
+        if was_damaged or (was_damaged is None and (rebuild or self.store.exists(damaged_key(raw_key)))):
             self.store.delete(damaged_key(raw_key))  # readable again (restored): no longer set aside
         return res
 
