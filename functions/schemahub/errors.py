@@ -149,6 +149,10 @@ class ArchiveTooLarge(ArchiveError):
     """An archive file unpacks to more than archive.source.max_csv_bytes."""
 
 
+class ArchiveUnreadable(ArchiveError):
+    """An archive file matches its checksum but is not one readable CSV of trades (damaged at the exchange)."""
+
+
 class ArchiveReplaced(ArchiveError):
     """An archive file already (partly) landed has been replaced by the exchange: its checksum changed."""
 

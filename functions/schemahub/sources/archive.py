@@ -44,6 +44,7 @@ from schemahub.errors import (
     ArchiveError,
     ArchiveReplaced,
     ArchiveTooLarge,
+    ArchiveUnreadable,
     BodyTooLarge,
     DeadlineReached,
     NotFound,
@@ -235,14 +236,16 @@ class ArchiveSource:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 members = [i for i in z.infolist() if not i.is_dir()]
                 if len(members) != 1:
-                    raise ArchiveError(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
+                    raise ArchiveUnreadable(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
                 if members[0].file_size > self.spec.max_csv_bytes:
                     raise ArchiveTooLarge(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
                                        f"archive.source.max_csv_bytes ({self.spec.max_csv_bytes}): not landed")
                 csv = z.read(members[0])
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
-            raise ArchiveError(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
                                f"({type(e).__name__}: {e}): not landed") from None
+        if csv.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of the first row
+            csv = csv[3:]
         if b"\r" in csv:
             csv = csv.replace(b"\r\n", b"\n")
         header = 0
@@ -263,11 +266,11 @@ class ArchiveSource:
                 parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise ArchiveError(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
         ids = table.column("f0").combine_chunks()
         if len(ids) != len(lines) or ids.null_count:
-            raise ArchiveError(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
                                f"({ids.null_count} without an id): not landed")
         breaks: list[int] = []
         if len(ids) > 1:
@@ -366,6 +369,12 @@ class ArchiveSource:
                 self._tell(st, notes, (f.name, "large"), (
                     f"{self.exchange}: {product.symbol}: archive file {f.name} is too large for this run ({e}): "
                     "paging that day over REST (raise archive.source.max_file_bytes / max_csv_bytes to use it)"))
+                continue
+            except ArchiveUnreadable as e:  # the exchange's own (verified) file is damaged: every run would fail
+                st.missing.add(f.name)
+                self._tell(st, notes, (f.name, "unreadable"), (
+                    f"{self.exchange}: {product.symbol}: {e}; paging that day over REST (its page checks land the "
+                    "trades or confirm a gap)"))
                 continue
             if lf is None:
                 st.missing.add(f.name)

@@ -1,0 +1,120 @@
+"""Hostile archive files and joins (review of #12 §1): files as a real archive or a damaged upload could serve
+them, built by hand from the simulator's book; ground truth is the book (tests/archive/landing_sim.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import date
+
+import pytest
+
+from schemahub.clock import FakeClock
+from schemahub.layout import quarantine_key
+from schemahub.store import open_store
+from schemahub.store.local import LocalStore
+from schemahub.transform import Transformer
+from tests.archive.landing_sim import NOW, chain, check_exactly_once, day_of, finish, make_book, make_sim, utc
+from tests.archive.test_archive_transform import put_csv
+from tests.transform.helpers import curated_rows
+
+DAY = date(2025, 1, 8)
+NAME = f"BTCUSDT-trades-{DAY}.zip"
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(start=NOW.timestamp())
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(str(tmp_path / "store"))
+
+
+def _zip(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in members:  # a fixed date: the checksum and the file are built by separate requests
+            z.writestr(zipfile.ZipInfo(n, date_time=(2025, 1, 9, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def _serve(sim, book, name: str, make):
+    """The archive serves `name` as make(csv of the day as the simulator prints it) -> zip bytes."""
+    plain = sim.archive.zip_bytes
+
+    def zip_bytes(b, n, first, last):
+        if n != name:
+            return plain(b, n, first, last)
+        return make(sim.archive.csv(b, first, last))
+
+    sim.archive.zip_bytes = zip_bytes
+
+
+def _start_of(sim, book, d: date) -> int:
+    return sim.archive.day_ids(book, d)[0] - 1
+
+
+def _kinds_by_day(sim, book, store) -> dict[date, set[str]]:
+    out: dict[date, set[str]] = {}
+    for _, h, lines in chain(store):
+        for line in lines:
+            out.setdefault(day_of(book, sim.id_of(line)), set()).add(h.get("lines", "json"))
+    return out
+
+
+# A file the exchange published with a matching checksum, but which is not one readable CSV of trades. The
+# checksum cannot help (it is the exchange's own file): every run would fail on it again, forever.
+DAMAGED = {
+    "two members": lambda csv: _zip([("a.csv", csv), ("b.csv", csv)]),
+    "a header row in the middle": lambda csv: _zip([("a.csv", csv[: csv.index(b"\n", len(csv) // 2) + 1]
+                                                    + b"id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch\n"
+                                                    + csv[csv.index(b"\n", len(csv) // 2) + 1:])]),
+    "not a zip": lambda csv: b"<html>503 Service Unavailable</html>",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_a_verified_file_that_is_not_one_readable_csv_is_paged_over_rest_not_a_product_stuck_forever(
+        store, clock, damage):
+    book = make_book(start=date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        _serve(sim, book, NAME, DAMAGED[damage])
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 7)))
+    assert res.status == "ok", res.message
+    assert any(NAME in w and "REST" in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
+    kinds = _kinds_by_day(sim, book, store)
+    assert kinds[DAY] == {"json"} and kinds[date(2025, 1, 7)] == {"csv"}, kinds
+
+
+def test_a_file_opening_with_a_utf8_bom_lands_its_first_trade_from_the_file(store, clock):
+    # A BOM is not a header row: the file's first trade is row 1 and must not be dropped as one.
+    book = make_book(start=date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        _serve(sim, book, NAME, lambda csv: _zip([("a.csv", b"\xef\xbb\xbf" + csv)]))
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 7)))
+        first = sim.archive.day_ids(book, DAY)[0]
+    assert res.status == "ok", res.message
+    assert not any(NAME in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
+    srcs = [(h["source"]["rows"], int(h["min_id"])) for _, h, _ in chain(store)
+            if h.get("lines") == "csv" and h["source"]["file"] == NAME]
+    assert srcs and srcs[0] == ([1, srcs[0][0][1]], first), srcs  # line 1 of the file is the day's first trade
+    assert _kinds_by_day(sim, book, store)[DAY] == {"csv"}
+
+
+def test_a_csv_object_read_before_any_json_object_still_refuses_a_non_canonical_id(tmp_path):
+    # ' 11' is trade 11 with a space: as text it would be a second row for trade 11 beside REST's '11'. The
+    # check must not depend on whether a JSON object of the exchange happened to be read first.
+    store = LocalStore(str(tmp_path / "s"))
+    rows = [b" 11,97000.5,0.001,97.0005,1736208000000000,True,True",
+            b"12,97000.5,0.001,97.0005,1736208000001000,False,True"]
+    key = put_csv(store, rows, start=10, min_id=11, max_id=12)
+    res = Transformer(store).run()
+    assert [r["trade_id"] for r in curated_rows(store)] == ["12"]
+    assert res.quarantined == 1
+    q = [json.loads(x) for x in store.get(quarantine_key(key)).data.splitlines()]
+    assert [(x["line"], x["field"]) for x in q] == [(2, "trade_id")]
