@@ -118,3 +118,40 @@ def test_a_csv_object_read_before_any_json_object_still_refuses_a_non_canonical_
     assert res.quarantined == 1
     q = [json.loads(x) for x in store.get(quarantine_key(key)).data.splitlines()]
     assert [(x["line"], x["field"]) for x in q] == [(2, "trade_id")]
+
+
+@pytest.mark.parametrize("landed_rows", ["some", "none"])
+def test_a_file_replaced_while_its_day_is_half_landed_is_reported_and_the_rest_of_the_day_paged_over_rest(
+        store, clock, landed_rows):
+    # "some": a killed run landed part of the day from the file. "none": a run died between the file's record
+    # and its first slice. Either way the new file must never be mixed in, and the product must not fail on
+    # every run from now on (its live trades would never land): the rest of the day is paged over REST, and
+    # the replacement is reported (exit 1).
+    from schemahub import cli
+    from tests.archive.landing_sim import Killed, KillingStore, run
+
+    book = make_book(start=date(2025, 1, 6))
+    name = "BTCUSDT-trades-2025-01-07.zip"
+    since = utc(date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        # Writes: checkpoint create, lease, archive record, chain start, first slice, its checkpoint, ...
+        with pytest.raises(Killed):
+            run(KillingStore(store, 6 if landed_rows == "some" else 3, after=True), sim.url, clock, since,
+                rows_per_object=300)
+        old = {h["source"]["sha256"] for _, h, _ in chain(store) if h.get("lines") == "csv"}
+        assert len(old) == (1 if landed_rows == "some" else 0)
+        assert store.list("archive/")
+        sim.archive.replace(name)
+        new_sha = __import__("hashlib").sha256(sim.archive.zip_bytes(book, name, date(2025, 1, 7),
+                                                                     date(2025, 1, 7))).hexdigest()
+        clock.advance(61)
+        res = run(store, sim.url, clock, since, rows_per_object=300)
+        assert res.status == "ok", res.message
+        assert [r["file"] for r in res.replaced] == [name] and res.replaced[0]["now_sha256"] == new_sha
+        assert cli._report([res], as_json=False) == 1
+        finish(store, sim.url, clock, since, rows_per_object=300)
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
+    shas = {h["source"]["sha256"] for _, h, _ in chain(store) if h.get("lines") == "csv"
+            and h["source"]["file"] == name}
+    assert new_sha not in shas and shas == old
+    assert "json" in _kinds_by_day(sim, book, store)[date(2025, 1, 7)]

@@ -17,8 +17,11 @@ archive file, or None, and then the lander pages over REST as before. The rules:
   A file that lacks trade c+1 (a partial or missing day) is never bridged: REST pages that range, and
   either lands the trades the archive lacks or confirms the hole as the exchange's (a reported gap).
 - Each file used is recorded (layout.archive_record_key) with its SHA-256, create-only. A file whose
-  checksum no longer matches its record (replaced by the exchange) is refused for landing, and files of the
-  last `recheck_days` days are checked again on every run: a replaced file is reported, never mixed in.
+  checksum no longer matches its record (replaced by the exchange) is refused for landing (ArchiveReplaced:
+  the lander reports it and REST pages the rest of its days), and files of the last `recheck_days` days are
+  checked again on every run: a replaced file is reported, never mixed in.
+- A verified file that is not one readable CSV of trades (damaged at the exchange) is paged over REST, like a
+  missing day, with a warning: every run would fail on it again.
 """
 
 from __future__ import annotations
@@ -407,14 +410,16 @@ class ArchiveSource:
         except PreconditionFailed:
             before = self._read_record(store, key)
             if before is None or before.get("sha256") != lf.sha256:
+                # Never mixed in, and never a product failed on every run: the rest of its days is REST's.
                 st.loaded = None
+                st.missing.add(lf.file.name)
+                landed = None if before is None else before.get("sha256")
                 raise ArchiveReplaced(
                     f"{self.exchange}: {product.symbol}: archive file {lf.file.name} was replaced by the exchange: rows "
-                    f"of it landed with SHA-256 {None if before is None else before.get('sha256')}, it is now "
-                    f"{lf.sha256}. Nothing of the new file is mixed in; compare the two (see {key}) and re-ingest "
-                    "that day into another storage if the new one is right. If no raw object names the file in its "
-                    f"header's source (a run died between the record and its first slice), delete {key} and run "
-                    "again") from None
+                    f"of it may have landed with SHA-256 {landed} (see {key}), it is now {lf.sha256}. Nothing of the "
+                    "new file is mixed in: the rest of its days is paged over REST. Compare the two and re-ingest "
+                    "that day into another storage if the new one is right",
+                    {"file": lf.file.name, "landed_sha256": landed, "now_sha256": lf.sha256}) from None
         lf.recorded = True
 
     @staticmethod
