@@ -155,3 +155,34 @@ def test_a_file_replaced_while_its_day_is_half_landed_is_reported_and_the_rest_o
             and h["source"]["file"] == name}
     assert new_sha not in shas and shas == old
     assert "json" in _kinds_by_day(sim, book, store)[date(2025, 1, 7)]
+
+
+CHECKSUM_FORMS = {
+    "upper-case hex, CRLF": lambda sha, name: f"{sha.upper()}  {name}\r\n",
+    "sha256sum binary mode (*name)": lambda sha, name: f"{sha} *{name}\n",
+    "extra whitespace": lambda sha, name: f"  {sha} \t {name}  \n\n",
+    "a path before the name": lambda sha, name: f"{sha}  ./{name}\n",
+}
+
+
+@pytest.mark.parametrize("form", sorted(CHECKSUM_FORMS))
+def test_every_spelling_of_a_matching_checksum_line_verifies_the_file(store, clock, form):
+    import hashlib
+
+    book = make_book(start=date(2025, 1, 8))
+    with make_sim(book, clock) as sim:
+        plain = sim.archive.route
+
+        def route(segs):
+            out = plain(segs)
+            if out is None or out[0] != 200 or not segs[-1].endswith(".CHECKSUM"):
+                return out
+            name = segs[-1].removesuffix(".CHECKSUM")
+            zb = plain(segs[:-1] + [name])[2]
+            return 200, {}, CHECKSUM_FORMS[form](hashlib.sha256(zb).hexdigest(), name).encode()
+
+        sim.archive.route = route
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 8)))
+    assert res.status == "ok", res.message
+    assert res.archive_objects >= 1 and not res.warnings, res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())

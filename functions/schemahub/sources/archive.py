@@ -197,7 +197,8 @@ class ArchiveSource:
         if len(parts) < 1 or not _SHA.match(parts[0].lower()):
             raise ArchiveError(f"{self.exchange}: {url} is not `<sha256>  <file name>` ({resp.body[:100]!r}); "
                                f"{f.name} is not landed without a checksum to verify it against")
-        if len(parts) >= 2 and parts[1].rsplit("/", 1)[-1] != f.name:
+        # `<sha256>  <name>` (sha256sum's text mode) or `<sha256> *<name>` (its binary mode), maybe with a path
+        if len(parts) >= 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] != f.name:
             raise ArchiveError(f"{self.exchange}: {url} names {parts[1]!r}, not {f.name}: {f.name} is not landed")
         return parts[0].lower()
 
