@@ -90,11 +90,19 @@ def test_a_verified_file_that_is_not_one_readable_csv_is_paged_over_rest_not_a_p
     assert kinds[DAY] == {"json"} and kinds[date(2025, 1, 7)] == {"csv"}, kinds
 
 
-def test_a_file_opening_with_a_utf8_bom_lands_its_first_trade_from_the_file(store, clock):
-    # A BOM is not a header row: the file's first trade is row 1 and must not be dropped as one.
+# Spellings of the same rows that are still the whole file, row for row.
+WHOLE = {
+    "a UTF-8 BOM": lambda csv: b"\xef\xbb\xbf" + csv,  # not a header row: line 1 is the day's first trade
+    "CRLF line ends, none after the last row": lambda csv: csv.replace(b"\n", b"\r\n")[:-2],
+    "blank lines after the last row": lambda csv: csv + b"\n\n",
+}
+
+
+@pytest.mark.parametrize("form", sorted(WHOLE))
+def test_a_file_in_another_spelling_of_its_rows_lands_every_row_from_the_file(store, clock, form):
     book = make_book(start=date(2025, 1, 7))
     with make_sim(book, clock) as sim:
-        _serve(sim, book, NAME, lambda csv: _zip([("a.csv", b"\xef\xbb\xbf" + csv)]))
+        _serve(sim, book, NAME, lambda csv: _zip([("a.csv", WHOLE[form](csv))]))
         res = finish(store, sim.url, clock, utc(date(2025, 1, 7)))
         first = sim.archive.day_ids(book, DAY)[0]
     assert res.status == "ok", res.message
@@ -186,3 +194,35 @@ def test_every_spelling_of_a_matching_checksum_line_verifies_the_file(store, clo
     assert res.status == "ok", res.message
     assert res.archive_objects >= 1 and not res.warnings, res.warnings
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())
+
+
+def test_a_loaded_file_holds_its_csv_about_once_not_as_a_python_object_per_row():
+    # A busy pair's day is GiBs of CSV, and a Lambda gets an eighth / a quarter of its memory for the zip /
+    # CSV (sources/build.py). A Python bytes object per row costs ~33 bytes of overhead plus a list slot on
+    # top of each ~75-byte row: the file held ~2.5 times while it lands. Budget: the CSV once, plus 16
+    # bytes per row (an id and an offset), plus 10%.
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from schemahub.sources.archive import ArchiveFile
+    from tests.archive.landing_sim import make_source
+
+    clock = FakeClock(start=NOW.timestamp())
+    a = make_source("http://127.0.0.1:9", clock).archive
+    n = 200_000
+    csv = b"".join(b"%d,97123.45000000,0.00012000,11.65481400,%d,True,True\n" % (4_000_000_000 + i, 1736208000000000 + i)
+                   for i in range(n))
+    data = _zip([("a.csv", csv)])
+    size = len(csv)
+    del csv
+    f = ArchiveFile("BTCUSDT-trades-2025-01-07.zip", "/x", DAY, DAY)
+    tracemalloc.start()
+    arrow0 = pa.total_allocated_bytes()
+    try:
+        lf = a._unpack(f, "0" * 64, data)
+        held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow0
+    finally:
+        tracemalloc.stop()
+    assert lf.first_id == 4_000_000_000 and lf.last_id == 4_000_000_000 + n - 1
+    assert held <= 1.1 * (size + 16 * n), (held, size)

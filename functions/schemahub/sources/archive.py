@@ -78,15 +78,29 @@ class ArchiveFile:
 
 @dataclass
 class LoadedFile:
-    """A verified file's data rows, verbatim, and their ids (pyarrow int64)."""
+    """A verified file's data rows, verbatim, and their ids (pyarrow int64).
+
+    The rows are held once, as the file's bytes and where each row starts (not a Python object per row: a busy
+    pair's day is GiBs); `rows(a, b)` cuts rows a..b-1 for one slice."""
 
     file: ArchiveFile
     sha256: str
-    lines: list[bytes]
+    data: bytes  # the CSV (line ends made \n)
+    bounds: pa.Array  # int64, len = rows + 1: row i is data[bounds[i] : bounds[i + 1] - 1]
     ids: pa.Array
     header_lines: int  # 1 when the file had a header row (dropped), else 0
     breaks: list[int]  # row indexes i where ids[i + 1] != ids[i] + 1
     recorded: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def rows(self, a: int, b: int) -> list[bytes]:
+        """Rows a..b-1, verbatim (without their line ends)."""
+        if b <= a:
+            return []
+        return self.data[self.bounds[a].as_py(): self.bounds[b].as_py() - 1].split(b"\n")
 
     @property
     def first_id(self) -> int | None:
@@ -252,20 +266,27 @@ class ArchiveSource:
             csv = csv[3:]
         if b"\r" in csv:
             csv = csv.replace(b"\r\n", b"\n")
-        header = 0
+        header, begin, end = 0, 0, len(csv)
         first_field = csv[: csv.find(b",")] if b"," in csv[:200] else csv[:20]
         if csv and not first_field.strip().isdigit():  # a header row (spot files have none): dropped
             header = 1
             nl = csv.find(b"\n")
-            csv = b"" if nl < 0 else csv[nl + 1:]
-        lines = csv.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        if not lines:
-            return LoadedFile(f, sha, [], pa.array([], pa.int64()), header, [])
+            begin = end if nl < 0 else nl + 1
+        while end > begin and csv[end - 1] == 10:  # the last row's line end, and blank lines after it: not rows
+            end -= 1
+        if end <= begin:
+            return LoadedFile(f, sha, b"", pa.array([0], pa.int64()), pa.array([], pa.int64()), header, [])
+        body = pa.py_buffer(csv).slice(begin, end - begin)  # no copy
+        octets = pa.Array.from_buffers(pa.uint8(), len(body), [None, body])
+        newlines = pc.indices_nonzero(pc.equal(octets, pa.scalar(10, pa.uint8())))  # a uint8 scalar: no cast
+        bounds = pa.concat_arrays([pa.array([begin], pa.int64()),
+                                   pc.add(pc.cast(newlines, pa.int64()), begin + 1),
+                                   pa.array([end + 1], pa.int64())])
+        del newlines
+        n = len(bounds) - 1
         try:
             table = pacsv.read_csv(
-                pa.BufferReader(csv),
+                pa.BufferReader(body),
                 read_options=pacsv.ReadOptions(autogenerate_column_names=True),
                 parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
@@ -273,14 +294,14 @@ class ArchiveSource:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
         ids = table.column("f0").combine_chunks()
-        if len(ids) != len(lines) or ids.null_count:
-            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
+        if len(ids) != n or ids.null_count:
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {n} lines but {len(ids)} CSV rows "
                                f"({ids.null_count} without an id): not landed")
         breaks: list[int] = []
         if len(ids) > 1:
             step = pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1))
             breaks = pc.indices_nonzero(pc.not_equal(step, 1)).to_pylist()
-        return LoadedFile(f, sha, lines, ids, header, breaks)
+        return LoadedFile(f, sha, csv, bounds, ids, header, breaks)
 
     # ------------------------------------------------------------ landing
     def begin(self, product_id: str) -> None:
@@ -331,7 +352,7 @@ class ArchiveSource:
                 return None
         self._record(store, product, lf, st, deadline)
         stop = min(lf.run_end(row), row + self.spec.rows_per_object, row + (top - cursor))
-        lines = lf.lines[row:stop]
+        lines = lf.rows(row, stop)
         first_line = row + 1 + lf.header_lines  # line numbers in the CSV file, 1-based, inclusive
         return Slice(cursor, cursor + len(lines), lines,
                      {"file": lf.file.name, "sha256": lf.sha256, "rows": [first_line, first_line + len(lines) - 1]},
@@ -377,7 +398,7 @@ class ArchiveSource:
             except ArchiveUnreadable as e:  # the exchange's own (verified) file is damaged: every run would fail
                 st.missing.add(f.name)
                 self._tell(st, notes, (f.name, "unreadable"), (
-                    f"{self.exchange}: {product.symbol}: {e}; paging that day over REST (its page checks land the "
+                    f"{e}; paging that day over REST (its page checks land the "
                     "trades or confirm a gap)"))
                 continue
             if lf is None:
@@ -404,7 +425,7 @@ class ArchiveSource:
             return
         key = archive_record_key(self.exchange, product.product_id, lf.file.name)
         doc = {"file": lf.file.name, "path": lf.file.path, "sha256": lf.sha256, "first_day": lf.file.first_day.isoformat(),
-               "last_day": lf.file.last_day.isoformat(), "rows": len(lf.lines), "first_id": lf.first_id,
+               "last_day": lf.file.last_day.isoformat(), "rows": lf.count, "first_id": lf.first_id,
                "last_id": lf.last_id, "recorded_at": self.clock.now().isoformat()}
         try:
             store.put(key, json.dumps(doc, sort_keys=True, indent=1).encode(), if_none_match=True)
