@@ -226,3 +226,29 @@ def test_a_loaded_file_holds_its_csv_about_once_not_as_a_python_object_per_row()
         tracemalloc.stop()
     assert lf.first_id == 4_000_000_000 and lf.last_id == 4_000_000_000 + n - 1
     assert held <= 1.1 * (size + 16 * n), (held, size)
+
+
+def _reorder(kind: str):
+    def make(csv: bytes) -> bytes:
+        rows = csv.rstrip(b"\n").split(b"\n")
+        k = len(rows) // 2
+        if kind == "two rows swapped":
+            rows[k], rows[k + 1] = rows[k + 1], rows[k]
+        elif kind == "a row repeated":
+            rows.insert(k + 1, rows[k])
+        elif kind == "a row moved to the end":
+            rows.append(rows.pop(k))
+        return _zip([("a.csv", b"\n".join(rows) + b"\n")])
+    return make
+
+
+@pytest.mark.parametrize("kind", ["two rows swapped", "a row repeated", "a row moved to the end"])
+def test_rows_out_of_id_order_or_repeated_inside_a_file_land_once_each_in_id_order(store, clock, kind):
+    book = make_book(start=date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        _serve(sim, book, NAME, _reorder(kind))
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 7)))
+    assert res.status == "ok", res.message
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
+    kinds = _kinds_by_day(sim, book, store)
+    assert kinds[DAY] == {"csv"}, kinds  # every trade of the day is in its file: none needs REST
