@@ -252,3 +252,17 @@ def test_rows_out_of_id_order_or_repeated_inside_a_file_land_once_each_in_id_ord
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
     kinds = _kinds_by_day(sim, book, store)
     assert kinds[DAY] == {"csv"}, kinds  # every trade of the day is in its file: none needs REST
+
+
+def test_a_first_row_with_an_integer_id_is_a_trade_even_if_its_numbers_are_words(tmp_path):
+    # Landing only ever writes rows with an integer trade id. A first row whose price, size and time read
+    # `NaN` is a damaged trade (quarantined with its reason), not a header row silently dropped: dropped, the
+    # audit would find trade 11 landed in raw but missing from the table.
+    store = LocalStore(str(tmp_path / "s"))
+    rows = [b"11,NaN,NaN,NaN,NaN,True,True", b"12,97000.5,0.001,97.0005,1736208000001000,False,True"]
+    key = put_csv(store, rows, start=10, min_id=11, max_id=12)
+    res = Transformer(store).run()
+    assert [r["trade_id"] for r in curated_rows(store)] == ["12"]
+    assert res.quarantined == 1
+    q = [json.loads(x) for x in store.get(quarantine_key(key)).data.splitlines()]
+    assert [(x["line"], x["field"]) for x in q] == [(2, "price")]  # line 1 of a raw object is its header
