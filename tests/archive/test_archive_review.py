@@ -266,3 +266,25 @@ def test_a_first_row_with_an_integer_id_is_a_trade_even_if_its_numbers_are_words
     assert res.quarantined == 1
     q = [json.loads(x) for x in store.get(quarantine_key(key)).data.splitlines()]
     assert [(x["line"], x["field"]) for x in q] == [(2, "price")]  # line 1 of a raw object is its header
+
+
+def test_a_garbled_checksum_of_a_file_landed_days_ago_does_not_stop_todays_trades(store, clock):
+    # The recheck of recent files only reports; a CHECKSUM it cannot read (a CDN error page served with
+    # 200) must not stop the product's new trades from landing, run after run.
+    book = make_book(start=date(2025, 1, 8))
+    with make_sim(book, clock) as sim:
+        finish(store, sim.url, clock, utc(date(2025, 1, 8)))
+        plain = sim.archive.route
+
+        def route(segs):
+            if segs[-1] == NAME + ".CHECKSUM":
+                return 200, {}, b"<html><body>504 Gateway Time-out</body></html>"
+            return plain(segs)
+
+        sim.archive.route = route
+        clock.advance(600)
+        hi = book.head()
+        res = finish(store, sim.url, clock)
+    assert res.status == "ok", res.message
+    assert any(NAME in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), hi)

@@ -267,7 +267,9 @@ class Lander:
 
     def _recheck_archive(self, product: Product, res: ProductResult, deadline) -> None:
         """Report archive files landed recently whose checksum has changed since (replaced by the exchange)."""
-        replaced = self.source.archive.recheck(self.store, product, deadline)
+        notes: list[str] = []
+        replaced = self.source.archive.recheck(self.store, product, deadline, notes)
+        _warn(res, notes)
         if replaced:
             res.replaced += replaced
             _warn(res, [f"{self.exchange}: {product.symbol}: archive file {r['file']} was replaced after it landed "

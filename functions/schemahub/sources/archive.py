@@ -52,6 +52,7 @@ from schemahub.errors import (
     DeadlineReached,
     NotFound,
     PreconditionFailed,
+    RetryBudgetExhausted,
 )
 from schemahub.layout import archive_record_key, archive_record_prefix
 from schemahub.sources.http import HttpClient, RateLimiter
@@ -452,10 +453,12 @@ class ArchiveSource:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def recheck(self, store, product, deadline=None) -> list[dict]:
+    def recheck(self, store, product, deadline=None, notes: list[str] | None = None) -> list[dict]:
         """Check the files landed for the last recheck_days days against their checksum files now.
 
-        Returns one entry per replaced file: {"file", "landed_sha256", "now_sha256"}.
+        Returns one entry per replaced file: {"file", "landed_sha256", "now_sha256"}. A checksum that cannot be
+        read now (garbled, unreachable) is a note, never a failure: the recheck only reports, and must not stop
+        the product's new trades from landing.
         """
         if self.spec.recheck_days <= 0:
             return []
@@ -474,7 +477,15 @@ class ArchiveSource:
                 continue
             if last < since:
                 continue
-            now = self.checksum(f, deadline)
+            try:
+                now = self.checksum(f, deadline)
+            except (ArchiveError, RetryBudgetExhausted, BodyTooLarge) as e:
+                text = (f"{self.exchange}: {product.symbol}: could not recheck archive file {f.name} landed earlier "
+                        f"({e}); a later run checks it again")
+                log.warning("%s", text)
+                if notes is not None:
+                    notes.append(text)
+                continue
             if now is not None and now != doc.get("sha256"):
                 out.append({"file": f.name, "landed_sha256": doc.get("sha256"), "now_sha256": now})
         return out
