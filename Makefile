@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_transform.py
 	$(BIN)/python bench/bench_query.py
+	$(BIN)/python bench/bench_archive.py
 
 clean:
 	rm -rf $(VENV) data demo-data .pytest_cache node_modules layers/build build cdk.out

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers.common import logger, metric, storage
+from schemahub.errors import SchemahubError
 from schemahub.pipeline import audit
 from schemahub.store import open_store
 
@@ -31,4 +32,10 @@ def handler(event, context) -> dict:
            "failed": [{"exchange": p.exchange, "product_id": p.product_id, "missing": p.missing,
                        "duplicates": p.duplicates, "error": p.error} for p in res.products if not p.ok]}
     (logger.error if out["failed"] else logger.info)("audit", extra={"audit": out})
+    unaudited = [p for p in res.products if p.error]
+    if unaudited:
+        # MissingTrades counts only what was audited: a product that could not be audited fails the run, so the
+        # audit's errors alarm says so (its reports and the metric above are written first).
+        raise SchemahubError("the daily audit could not audit " + "; ".join(
+            f"{p.exchange}/{p.product_id}: {p.error}" for p in unaudited))
     return out

@@ -32,14 +32,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemahub import rawobject
-from schemahub.errors import DamagedObject, NotFound, SchemahubError
+from schemahub.errors import DamagedObject, InvalidCheckpoint, NotFound, SchemahubError
 from schemahub.layout import (
     audit_key,
+    CHECKPOINTS,
     audit_prefix,
     curated_prefix,
     manifest_key,
     marker_prefix,
     parse_audit_key,
+    parse_checkpoint_key,
     parse_source_key,
     raw_name,
     raw_prefix,
@@ -53,10 +55,11 @@ QUARANTINED, NOT_TRANSFORMED = "quarantined", "not_transformed"
 CLASSES = (CONFIRMED, NOT_LANDED, QUARANTINED, NOT_TRANSFORMED, LOST, UNEXPLAINED)
 EXPLAINED = frozenset({CONFIRMED, NOT_LANDED, QUARANTINED, NOT_TRANSFORMED})
 
-#: Exit codes of `schemahub audit` (README, "Audit").
-EXIT_OK, EXIT_UNEXPLAINED, EXIT_LOST = 0, 3, 4
+#: Exit codes of `schemahub audit` (README, "Audit"): 1 when a product could not be audited (and nothing worse).
+EXIT_OK, EXIT_NOT_AUDITED, EXIT_UNEXPLAINED, EXIT_LOST = 0, 1, 3, 4
 
 _US = pa.timestamp("us", tz="UTC")
+_NO_LOWER, _NO_UPPER = -(2**62), 2**62  # an id window's open ends
 
 
 @dataclass
@@ -105,7 +108,9 @@ class AuditResult:
     def exit_code(self) -> int:
         if any(p.missing[LOST] for p in self.products):
             return EXIT_LOST
-        return EXIT_OK if all(p.ok for p in self.products) else EXIT_UNEXPLAINED
+        if any(not p.ok for p in self.products if not p.error):
+            return EXIT_UNEXPLAINED
+        return EXIT_NOT_AUDITED if any(p.error for p in self.products) else EXIT_OK
 
     @property
     def missing_trades(self) -> int:
@@ -132,6 +137,11 @@ def products_in(store: ObjectStore, exchange: str | None = None, product_id: str
         v = table_partition(info.key, warn=False)
         if v is not None:
             found.add(v[1][:2])
+    # A checkpoint says ids were landed, even where its raw objects and table files are all gone.
+    for info in store.list(CHECKPOINTS + (f"{exchange}/" if exchange else "")):
+        v = parse_checkpoint_key(info.key)
+        if v is not None:
+            found.add(v)
     return sorted(p for p in found if product_id is None or p[1] == product_id)
 
 
@@ -189,15 +199,20 @@ def _keys_in(store: ObjectStore, exchange: str, product_id: str, window: tuple[i
 
 def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: ProductAudit,
          window: tuple[int, int] | None = None):
-    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]), over the objects whose range
-    meets the id window (all of them without one)."""
+    """(raw ids table: id, time, quarantined, transformed; confirmed gaps [(a, b)]; the chain's cursor range
+    (lowest start, highest end) or None), over the objects whose range meets the id window (all without one).
+
+    A gap is believed only inside its own object's cursor range (no page of another range could confirm it);
+    one that is not is reported in pa_.damaged and left out."""
     done = {o.key for o in store.list(marker_prefix(raw_prefix(exchange, product_id)))}
     from schemahub.layout import marker_key
     from schemahub.mapping import NotText
     from schemahub.transform import LazyLines, _check_values
 
     compiled = transformer.compiled(exchange)
-    pieces, gaps = [], []
+    from schemahub.layout import parse_raw_key
+
+    pieces, gaps, chain = [], [], None
     for key in _keys_in(store, exchange, product_id, window):
         info = _Key(key)
         try:
@@ -207,11 +222,19 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
         except DamagedObject as e:
             pa_.damaged.append(f"{info.key}: {e.reason}")
             continue
+        if parse_raw_key(info.key) is not None:
+            chain = (min(chain[0], header.start), max(chain[1], header.end)) if chain else (header.start, header.end)
         for g in (header.doc or {}).get("gaps") or []:
             try:
-                gaps.append((int(g[0]), int(g[1])))
+                ga, gb = int(g[0]), int(g[1])
             except (TypeError, ValueError, IndexError):
                 log.warning("%s: unreadable gap %r in its header; ignored", info.key, g)
+                continue
+            if not header.start < ga <= gb <= header.end:
+                pa_.damaged.append(f"{info.key}: its header's gap [{ga}, {gb}] lies outside its own ids "
+                                   f"({header.start}, {header.end}]: not believed")
+                continue
+            gaps.append((ga, gb, info.key))
         if not header.count:
             continue
         n = header.count
@@ -238,7 +261,7 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
     schema = pa.schema([("id", pa.int64()), ("time", _US), ("quarantined", pa.bool_()), ("transformed", pa.bool_())])
     table = pa.concat_tables(pieces) if pieces else schema.empty_table()
     table = table.filter(pc.is_valid(table["id"])) if table.num_rows else table
-    return table, sorted(gaps)
+    return table, sorted(gaps), chain
 
 
 @dataclass(frozen=True)
@@ -320,11 +343,19 @@ def _gaps_of(present: pa.Array, lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def _cut(a: int, b: int, cover: list[tuple[int, int, str]]) -> list[tuple[int, int, str | None]]:
-    """[a, b] split by sorted disjoint labelled intervals: covered pieces get their label, the rest None."""
+def _cut(a: int, b: int, cover: list[tuple[int, int, str]], ends: list[int] | None = None
+         ) -> list[tuple[int, int, str | None]]:
+    """[a, b] split by sorted disjoint labelled intervals: covered pieces get their label, the rest None.
+    With `ends` (the intervals' ends, in order), the scan starts at the first interval ending at or after a
+    (a binary search), so many holes against many intervals cost holes x log(intervals), not their product."""
+    import bisect
+
     out, at = [], a
-    for x, y, label in cover:
-        if y < at or x > b:
+    for i in range(bisect.bisect_left(ends, a) if ends is not None else 0, len(cover)):
+        x, y, label = cover[i]
+        if x > b:  # sorted: every later interval starts after b too
+            break
+        if y < at:
             continue
         if x > at:
             out.append((at, x - 1, None))
@@ -349,7 +380,8 @@ def _labelled_runs(ids: pa.Array, labels: pa.Array) -> list[tuple[int, int, str]
 # ------------------------------------------------------------------ one product
 
 def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=None, transformer=None,
-                  start: str | None = None, end: str | None = None, mappings_dir=None) -> ProductAudit:
+                  start: str | None = None, end: str | None = None, mappings_dir=None,
+                  today: str | None = None) -> ProductAudit:
     """Audit one product: per-day reports (dates start..end inclusive, ISO) and its holes, classified.
 
     With start or end, on an id-cursor exchange, only those days' table files (and the day on each side, so a
@@ -364,24 +396,35 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
     transformer = transformer or Transformer(store, mappings_dir=mappings_dir)
     try:
         res.contiguous = _id_cursor(exchange, mappings_dir)
-        cp = Checkpoints(store).load(exchange, product_id)
+        try:
+            cp = Checkpoints(store).load(exchange, product_id)
+        except InvalidCheckpoint as e:  # damaged: the raw chain still says what was landed (below)
+            res.damaged.append(str(e))
+            cp = None
         window = None
         if res.contiguous and (start or end):
-            from datetime import date, timedelta
+            # The nearest day with table files on each side (not merely the day next to it: a hole may span
+            # whole days, and its edges are the trades around it).
+            from schemahub.layout import parse_partition
 
-            around = ((date.fromisoformat(start) - timedelta(days=1)).isoformat() if start else None,
-                      (date.fromisoformat(end) + timedelta(days=1)).isoformat() if end else None)
+            have = sorted(v[2] for v in map(parse_partition, layout.files) if v and v[:2] == (exchange, product_id))
+            before = max((d for d in have if d < start), default=None) if start else None
+            after = min((d for d in have if d > end), default=None) if end else None
+            around = (before or start, after or end)
             table, day_info = _table(store, exchange, product_id, layout, around)
             if table.num_rows:
                 lo_w, hi_w = (v.as_py() for v in pc.min_max(table["id"]).values())
-                if end is None and cp is not None:
-                    hi_w = max(hi_w, cp.hi)  # an open end: everything landed since
+                # No table day before the window (or after it): its edge is the chain's own end, not a trade.
+                if not before:
+                    lo_w = _NO_LOWER
+                if not after:
+                    hi_w = _NO_UPPER  # an open end, or nothing after it: everything landed since
                 window = (lo_w, hi_w)
             else:
                 table, day_info = _table(store, exchange, product_id, layout)  # nothing there: audit it all
         else:
             table, day_info = _table(store, exchange, product_id, layout)
-        raw, gaps = _raw(store, exchange, product_id, transformer, res, window)
+        raw, gaps, chain = _raw(store, exchange, product_id, transformer, res, window)
     except SchemahubError as e:
         res.error = str(e)
         return res
@@ -395,6 +438,14 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
             per_day[r["date"]] = {"rows": r["id_count"], "distinct_ids": r["id_count_distinct"],
                                   "first_id": r["id_min"], "last_id": r["id_max"],
                                   "first_time": _iso(r["time_min"]), "last_time": _iso(r["time_max"])}
+        # Duplicates as the readers see them, over the whole table: a row repeats a trade id read before it (in
+        # its own day, or in another day's files: a part misfiled under another date), sorted by (id, date).
+        from schemahub.transform import group_heads
+
+        st = table.select(["id", "date"]).sort_by([("id", "ascending"), ("date", "ascending")])
+        heads = pa.table({"date": st["date"], "head": pc.cast(group_heads(st["id"].combine_chunks()), pa.int64())})
+        for r in heads.group_by("date").aggregate([("head", "sum")]).to_pylist():
+            per_day[r["date"]]["duplicates"] = per_day[r["date"]]["rows"] - r["head_sum"]
     raw_day: dict[str, dict] = {}
     if raw.num_rows:
         rd = raw.filter(pc.is_valid(raw["time"]))
@@ -411,6 +462,13 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
     present = present.take(pc.sort_indices(present))
 
     holes: list[dict] = []
+    if res.contiguous and cp is None and chain is not None:
+        # No checkpoint (lost, or never written): the raw chain's own cursor range says what was landed.
+        from schemahub.landing.checkpoint import Checkpoint
+
+        cp = Checkpoint(exchange, product_id, chain[0], chain[1])
+        res.damaged.append(f"{exchange}/{product_id}: no checkpoint; audited over the raw chain's ids "
+                           f"({chain[0]}, {chain[1]}]")
     if res.contiguous and cp is not None:
         res.lo, res.hi = cp.lo, cp.hi
         landed = [(cp.lo + 1, cp.hi)]
@@ -427,7 +485,19 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
             bottom, top = max(bottom, window[0]), min(top, window[1])
         ranges = [(a, b, "landed") for a, b in landed]
         # Ids the raw objects hold that the table lacks, labelled by why (vectorized over the raw ids).
-        cover = [(a, b, CONFIRMED) for a, b in gaps]
+        # A gap is confirmed only if no trade at all was seen inside it (raw or table): a header whose gap holds
+        # trades is not believed, for any of its ids.
+        cover = []
+        if gaps:
+            seen = pc.unique(pa.concat_arrays([present, raw_ids])) if len(raw_ids) else present
+            seen = seen.take(pc.sort_indices(seen))
+            at = _below(seen, pa.array([a for a, _, _ in gaps] + [b + 1 for _, b, _ in gaps], pa.int64())).to_pylist()
+            inside = [y - x for x, y in zip(at[:len(gaps)], at[len(gaps):])]  # trades seen inside each gap
+        for (a, b, key), k in zip(gaps, inside if gaps else []):
+            if k:
+                res.damaged.append(f"{key}: its header's gap [{a}, {b}] holds trades that were served: not believed")
+            else:
+                cover.append((a, b, CONFIRMED))
         if raw.num_rows:
             lacking = raw.filter(pc.invert(pc.is_in(raw["id"], value_set=present)))
             if lacking.num_rows:
@@ -442,12 +512,30 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
                 t = t.filter(group_heads(t["id"].combine_chunks()))
                 cover += _labelled_runs(t["id"].combine_chunks(), t["label"].combine_chunks())
         cover = _disjoint(sorted(cover))
+        ends = [y for _, y, _ in cover]
         for a, b in _gaps_of(present, bottom, top):
             for x, y, inside in _cut(a, b, ranges):
-                for u, v, label in ([(x, y, NOT_LANDED)] if inside is None else _cut(x, y, cover)):
-                    holes.append({"from": u, "to": v, "ids": v - u + 1, "class": label or UNEXPLAINED})
+                # Outside the landed ranges a missing id is not landed yet, unless raw says otherwise (an object
+                # written beyond a checkpoint that was not moved: its ids lacking from the table are lost).
+                for u, v, label in _cut(x, y, cover, ends):
+                    holes.append({"from": u, "to": v, "ids": v - u + 1,
+                                  "class": label or (NOT_LANDED if inside is None else UNEXPLAINED)})
         # Attribute each hole to the day of the trade before it (or after it, at the start).
         _attribute(holes, table, raw)
+        for h in holes:  # no trade left anywhere to date it by: reported on the audit's own day
+            if "date" not in h and today:
+                h["date"] = h["until"] = today
+        if start or end:
+            inside = []
+            for h in holes:
+                if (start and h.get("until", h.get("date", "")) < start) or (end and h.get("date", "") > end):
+                    continue
+                if start and h.get("date") and h["date"] < start:
+                    h["date"] = start  # a hole reaching into the window from before it: reported on its first day
+                inside.append(h)
+            holes = inside
+        for h in holes:
+            h.pop("until", None)
     res.holes = holes
 
     dates = sorted(set(per_day) | set(raw_day) | set(day_info) | {h["date"] for h in holes if h.get("date")})
@@ -464,7 +552,7 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         expected = t["distinct_ids"] + sum(missing.values()) if res.contiguous else None
         servable = (expected - missing[CONFIRMED] - missing[NOT_LANDED]) if expected is not None else None
         rep = {"exchange": exchange, "product_id": product_id, "date": d, **t,
-               "duplicates": t["rows"] - t["distinct_ids"],
+               "duplicates": t.get("duplicates", t["rows"] - t["distinct_ids"]),
                "raw_lines": r.get("raw_lines", 0), "raw_duplicates": r.get("raw_duplicates", 0),
                "quarantined": r.get("quarantined", 0), **info, "contiguous_ids": res.contiguous,
                "ids_expected": expected, "holes": day_holes, "missing": missing,
@@ -472,8 +560,6 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         rep["ok"] = (not missing[LOST] and not missing[UNEXPLAINED] and not rep["duplicates"]
                      and not rep["compaction_duplicates"] and not rep["stray_parts"] and rep["compacted_agrees"] is not False)
         res.days.append(rep)
-    if start or end:
-        res.holes = [h for h in holes if (not start or h.get("date", "") >= start) and (not end or h.get("date", "9") <= end)]
     return res
 
 
@@ -490,7 +576,8 @@ def _disjoint(cover: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
 
 
 def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
-    """Set each hole's `date`: the UTC day of the nearest trade below it, else above it (table or raw)."""
+    """Set each hole's `date`: the UTC day of the nearest trade below it, else above it (table or raw), and its
+    `until`: the day of the nearest trade above it, else below it (the days it may span: date..until)."""
     if not holes:
         return
     both = pa.concat_tables([table.select(["id", "time"]), raw.select(["id", "time"])]) if raw.num_rows else table.select(["id", "time"])
@@ -498,18 +585,32 @@ def _attribute(holes: list[dict], table: pa.Table, raw: pa.Table) -> None:
     if not both.num_rows:
         return
     both = both.sort_by("id")
-    ids = both["id"].combine_chunks()
-    days = pc.strftime(both["time"], format="%Y-%m-%d").combine_chunks()
-    n = len(ids)
-    for h in holes:
-        lo, hi = 0, n  # binary search over the sorted ids: the count of ids below the hole (log n scalar reads)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ids[mid].as_py() < h["from"]:
-                lo = mid + 1
-            else:
-                hi = mid
-        h["date"] = days[lo - 1].as_py() if lo else days[0].as_py()
+    ids, times = both["id"].combine_chunks(), both["time"].combine_chunks()
+    n, m = len(ids), len(holes)
+    # Ids below each hole and ids up to its end, for every hole at once (a merge by one sort, not a search each).
+    at = _below(ids, pa.array([h["from"] for h in holes] + [h["to"] + 1 for h in holes], pa.int64()))
+    lo, up = at[:m], at[m:]
+    before = pc.take(times, pc.max_element_wise(pc.subtract(lo, 1), 0))
+    after = pc.take(times, pc.min_element_wise(up, n - 1))
+    for h, d, u in zip(holes, pc.strftime(before, format="%Y-%m-%d").to_pylist(),
+                       pc.strftime(after, format="%Y-%m-%d").to_pylist()):
+        h["date"], h["until"] = d, u
+
+
+def _below(ids: pa.Array, queries: pa.Array) -> pa.Array:
+    """For each query, the count of values below it in the sorted int64 array ids (vectorized: one stable sort
+    of ids and queries together, a query placed before the ids equal to it)."""
+    n, m = len(ids), len(queries)
+    order = pc.sort_indices(pa.table({"v": pa.concat_arrays([ids, queries]),
+                                      "q": pa.concat_arrays([pa.repeat(pa.scalar(1, pa.int8()), n),
+                                                             pa.repeat(pa.scalar(0, pa.int8()), m)])}),
+                            sort_keys=[("v", "ascending"), ("q", "ascending")])
+    isq = pc.greater_equal(order, n)
+    pos = pc.cast(pc.indices_nonzero(isq), pa.int64())  # where the queries landed, in sorted order
+    which = pc.subtract(pc.cast(pc.filter(order, isq), pa.int64()), n)  # which query is at each of them
+    below = pc.subtract(pos, pa.array(range(m), pa.int64()))  # k queries sort before the k-th one
+    # Back to the queries' own order: the k-th sorted one is query which[k].
+    return pc.take(below, pc.sort_indices(which))
 
 
 def _iso(t) -> str | None:
@@ -527,13 +628,33 @@ def report_bytes(day: dict, audited_at: str) -> bytes:
     return (json.dumps({**day, "audited_at": audited_at}, sort_keys=True, indent=1) + "\n").encode()
 
 
-def write_reports(store: ObjectStore, result: AuditResult) -> list[str]:
+def write_reports(store: ObjectStore, result: AuditResult, start: str | None = None, end: str | None = None
+                  ) -> list[str]:
+    """Write each audited product-day's report, and rewrite the product's older reports of days inside the
+    audited window (start..end, None: open) that this audit no longer reports: their trades are gone (the hole
+    is reported on the day it starts), so such a report says `gone` and fails, never what it said before. (A
+    rewrite, not a delete: the daily audit Lambda may only put objects under audit/.)"""
     keys = []
     for p in result.products:
+        mine = set()
         for d in p.days:
             key = audit_key(p.exchange, p.product_id, d["date"])
             store.put(key, report_bytes(d, result.audited_at))
             keys.append(key)
+            mine.add(key)
+        if p.error:
+            continue
+        for info in store.list(audit_prefix(p.exchange, p.product_id)):
+            parsed = parse_audit_key(info.key)
+            if (parsed is not None and info.key not in mine and (not start or parsed[2] >= start)
+                    and (not end or parsed[2] <= end)):
+                gone = {"exchange": p.exchange, "product_id": p.product_id, "date": parsed[2], "rows": 0,
+                        "distinct_ids": 0, "duplicates": 0, "raw_lines": 0, "contiguous_ids": p.contiguous,
+                        "ids_expected": None, "holes": [], "missing": {c: 0 for c in CLASSES}, "coverage": None,
+                        "ok": False, "gone": True,
+                        "note": "an earlier audit reported trades on this day; none are left in raw or the table "
+                                "(a hole over them is reported on the day it starts)"}
+                store.put(info.key, report_bytes(gone, result.audited_at))
     return keys
 
 
@@ -576,9 +697,24 @@ def now_iso() -> str:
 
 # ------------------------------------------------------------------ repair
 
+def to_ask(store: ObjectStore, pa_: ProductAudit) -> list[dict]:
+    """The holes a repair asks the exchange for: every `unexplained` one, and each `confirmed` one that no
+    amendment has asked for yet (the landing's header said the exchange never printed those ids; a header can be
+    wrong, so a repair asks once more, and the answer is kept in an amendment: never asked a third time)."""
+    from schemahub.layout import parse_amendment_key
+
+    asked = []
+    for info in store.list(raw_prefix(pa_.exchange, pa_.product_id)):
+        ak = parse_amendment_key(info.key)
+        if ak is not None and ak.product_id == pa_.product_id:
+            asked.append((ak.start, int(raw_name(info.key).split("-")[1])))
+    return [h for h in pa_.holes if h["class"] == UNEXPLAINED
+            or (h["class"] == CONFIRMED and not any(s < h["from"] and h["to"] <= e for s, e in asked))]
+
+
 def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, clock=None,
                    deadline: float | None = None) -> list[dict]:
-    """Ask the exchange again for every `unexplained` hole and land what it serves once, create-only, as an
+    """Ask the exchange again for every hole of to_ask() and land what it serves once, create-only, as an
     amendment object keyed by the hole's range (layout.amendment_key); what it confirms missing is recorded in
     the amendment's `gaps` (the hole is then `confirmed`). An amendment already there is never fetched again."""
     from schemahub.clock import SYSTEM_CLOCK
@@ -587,7 +723,7 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
 
     clock = clock or SYSTEM_CLOCK
     done = []
-    holes = [h for h in pa_.holes if h["class"] == UNEXPLAINED]
+    holes = to_ask(store, pa_)
     if not holes:
         return done
     head = source.head(product.symbol, deadline)
@@ -601,14 +737,19 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
         lines, requests, gaps = [], [], []
         cursor = a - 1
         # Asked up to b + 1, a trade the table holds: a gap is confirmed only with trades on both sides of it.
-        while cursor < b:
-            chunk = source.fetch(product.symbol, cursor, head=head, upper=b + 1, deadline=deadline)
-            if chunk.end <= cursor:
-                break
-            lines += chunk.lines
-            requests += [r for r in [chunk.request, *chunk.more_requests] if r]
-            gaps += [[x, min(y, b)] for x, y in chunk.gaps if x <= b]
-            cursor = chunk.end
+        try:
+            while cursor < b:
+                chunk = source.fetch(product.symbol, cursor, head=head, upper=b + 1, deadline=deadline)
+                if chunk.end <= cursor:
+                    break
+                lines += chunk.lines
+                requests += [r for r in [chunk.request, *chunk.more_requests] if r]
+                gaps += [[x, min(y, b)] for x, y in chunk.gaps if x <= b]
+                cursor = chunk.end
+        except SchemahubError as e:  # this hole failed (an outage, a deadline): the others are still asked for
+            done.append({"exchange": pa_.exchange, "product_id": pa_.product_id, "from": a, "to": b, "key": key,
+                         "status": f"failed: {e}"})
+            continue
         # Keep the hole's ids alone (a hole's few lines: parsed one by one, never the product's trades).
         id_field = source.t.id_field
         pairs = [(int(json.loads(ln)[id_field]), ln) for ln in lines]
@@ -629,5 +770,6 @@ def repair_product(store: ObjectStore, source, product, pa_: ProductAudit, *, cl
         except PreconditionFailed:
             status = "already landed"
         done.append({"exchange": pa_.exchange, "product_id": pa_.product_id, "from": a, "to": b, "key": key,
-                     "status": status, "trades": len(lines), "confirmed_missing": sum(y - x + 1 for x, y in gaps)})
+                     "status": status, "trades": len(lines), "confirmed_missing": sum(y - x + 1 for x, y in gaps),
+                     "was": h["class"]})
     return done

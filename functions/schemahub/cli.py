@@ -779,6 +779,9 @@ def cmd_audit(args) -> int:
     known = _known(args)
     exchange, product = _table_product(args, store, known)
     urls = _base_urls(args.base_url, known)
+    if args.start and args.end and args.start > args.end:
+        raise UsageError(f"--start {args.start} is after --end {args.end}: no day lies between them; give --start "
+                         "on or before --end")
     for opt in ("start", "end"):
         v = getattr(args, opt)
         setattr(args, opt, v.isoformat() if v else None)
@@ -802,13 +805,16 @@ def cmd_audit(args) -> int:
             print(f"{p.exchange}/{p.product_id}: not audited: {p.error}")
     for r in res.repairs:
         print(f"repair {r['exchange']}/{r['product_id']} ids {r.get('from')}..{r.get('to')}: {r['status']}"
-              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else ""))
+              + (f" ({r['trades']} trades, {r['confirmed_missing']} confirmed missing)" if "trades" in r else "")
+              + ("; a gap the landing confirmed, asked once more" if r.get("was") == au.CONFIRMED else ""))
     total = {c: sum(p.missing[c] for p in res.products) for c in au.CLASSES}
     dups = sum(p.duplicates for p in res.products)
     print(f"audited {len(res.products)} product(s), {sum(len(p.days) for p in res.products)} day(s); missing ids: "
           + ", ".join(f"{total[c]:,} {c}" for c in au.CLASSES) + f"; duplicates {dups:,}; "
           + ("all explained" if res.exit_code == 0 else
              "LOST rows (landed in raw, missing from the table): a bug, please report it" if res.exit_code == au.EXIT_LOST
+             else "some product(s) not audited (see above); the others are all explained"
+             if res.exit_code == au.EXIT_NOT_AUDITED
              else "unexplained holes or duplicates: `schemahub audit --repair` asks the exchange for the holes"))
     return res.exit_code
 

@@ -23,7 +23,7 @@ from schemahub.pipeline import ingest_product
 from schemahub.sources.base import Product, Source
 from schemahub.sources.build import build_source
 from schemahub.sources.http import HttpClient, RateLimiter, WeightBudget
-from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_archive_memory, with_archive_url, with_base_url
+from schemahub.sources.spec import ExchangeSpec, available_exchanges, load_exchange, with_archive_url, with_base_url
 from schemahub.store.base import ObjectStore
 
 SEED_FILE = "product_ids_seed.yaml"
@@ -37,12 +37,12 @@ def make_source(
     mappings_dir: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
     archive_url: str | None = None,
-    memory_bytes: int | None = None,
+    archive: bool = True,
 ) -> Source:
     """A Source for the exchange; base_url and SCHEMAHUB_<EX>_RATE_LIMIT override the mapping.
 
     The archive's files come from archive_url, else SCHEMAHUB_<EX>_ARCHIVE_URL, else base_url (see
-    with_base_url), else the mapping. memory_bytes (a Lambda's memory) bounds the archive files taken.
+    with_base_url), else the mapping. archive=False pages REST only (the ingest Lambda, which has no pyarrow).
     """
     spec = load_exchange(exchange, mappings_dir)
     if base_url:
@@ -50,8 +50,8 @@ def make_source(
     archive_url = archive_url or (settings.archive_url(exchange) if spec.archive is not None else None)
     if archive_url:
         spec = with_archive_url(spec, archive_url)
-    if memory_bytes:
-        spec = with_archive_memory(spec, memory_bytes)
+    if not archive:
+        spec = spec.model_copy(update={"archive": None})
     source = source_from_spec(spec, rate=rate, clock=clock)
     source.mappings_dir = mappings_dir  # its listing unifies assets with this folder's assets.yaml
     return source

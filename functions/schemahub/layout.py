@@ -134,6 +134,19 @@ def checkpoint_key(exchange: str, product_id: str) -> str:
     return f"{CHECKPOINTS}{exchange}/{product_id}.json"
 
 
+def parse_checkpoint_key(key: str) -> tuple[str, str] | None:
+    """(exchange, product_id) of a checkpoint key, or None."""
+    if not key.startswith(CHECKPOINTS) or not key.endswith(".json"):
+        return None
+    parts = key[len(CHECKPOINTS):-len(".json")].split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    try:
+        return _ids(parts[0], parts[1])
+    except ValueError:
+        return None
+
+
 def lease_key(exchange: str, product_id: str) -> str:
     exchange, product_id = _ids(exchange, product_id)
     return f"{LEASES}{exchange}/{product_id}.json"

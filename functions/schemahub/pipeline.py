@@ -102,23 +102,27 @@ def audit(store: ObjectStore, *, audited_at: str, exchange: str | None = None, p
     layout = read_layout(store)
     for ex, pid in au.products_in(store, exchange, product_id):
         p = au.audit_product(store, ex, pid, layout=layout, transformer=transformer, start=start, end=end,
-                             mappings_dir=mappings_dir)
-        if repair and source_for is not None and any(h["class"] == au.UNEXPLAINED for h in p.holes):
+                             mappings_dir=mappings_dir, today=audited_at[:10])
+        if repair and source_for is not None and au.to_ask(store, p):
             product = au.product_of(store, ex, pid)
             try:
                 done = au.repair_product(store, source_for(ex), product, p, clock=clock, deadline=deadline)
             except SchemahubError as e:
                 done = [{"exchange": ex, "product_id": pid, "status": f"failed: {e}"}]
             result.repairs += done
-            for r in done:
-                if r.get("status") == "landed":
+            # "already landed": another repair wrote it first (racing this one); transforming it again is safe.
+            fresh = [r for r in done if r.get("status") in ("landed", "already landed")]
+            for r in fresh:
+                try:
                     transformer.transform_object(r["key"])
-            if any(r.get("status") == "landed" for r in done):
+                except SchemahubError as e:  # a damaged amendment (recorded under damaged/): the audit says so
+                    r["status"] += f"; not transformed: {e}"
+            if fresh:
                 p = au.audit_product(store, ex, pid, layout=read_layout(store), transformer=transformer, start=start,
-                                     end=end, mappings_dir=mappings_dir)
+                                     end=end, mappings_dir=mappings_dir, today=audited_at[:10])
         result.products.append(p)
     if write:
-        result.reports = au.write_reports(store, result)
+        result.reports = au.write_reports(store, result, start, end)
     return result
 
 

@@ -391,8 +391,11 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
             arrays.append(constant(const[f.name], f.type, n_good))
     table = pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
     if n_good > 1:
-        # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic.
-        table = table.take(pc.sort_indices(table["trade_time"]))
+        # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic. Rows
+        # already in time order (an archive file, oldest first) are left as they are: the same result.
+        t = table["trade_time"]
+        if not pc.all(pc.greater_equal(t.slice(1), t.slice(0, n_good - 1))).as_py():
+            table = table.take(pc.sort_indices(t))
     empty = pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
     n_bad = n - pc.sum(pc.cast(good, pa.int64())).as_py() if n else 0
     if n_bad == 0:

@@ -69,15 +69,9 @@ def test_a_bad_archive_path_template_fails_at_load_naming_the_key(tmp_path):
         load_exchange("binance", tmp_path / "m")
 
 
-def test_a_lambda_takes_only_archive_files_that_fit_in_its_memory():
-    from schemahub.sources.spec import with_archive_memory
-
-    spec = with_archive_memory(load_exchange("binance"), 512 << 20)
-    assert spec.archive.source.max_file_bytes == 64 << 20  # 512 MB / 8: the zip
-    assert spec.archive.source.max_csv_bytes == 128 << 20  # 512 MB / 4: what it unpacks to
-    # A bigger limit never raises the mapping's own caps (1 GiB zip, 4 GiB CSV).
-    big = with_archive_memory(load_exchange("binance"), 64 << 30)
-    assert (big.archive.source.max_file_bytes, big.archive.source.max_csv_bytes) == (1 << 30, 4 << 30)
-    # The ingest Lambda passes its memory (handlers/ingest.py); the CLI passes none and keeps the mapping's caps.
-    assert make_source("binance", memory_bytes=512 << 20).archive.spec.max_csv_bytes == 128 << 20
-    assert make_source("binance").archive.spec.max_csv_bytes == 4 << 30
+def test_the_ingest_lambda_pages_rest_only_and_never_imports_pyarrow():
+    # The ingest Lambda's layer has no pyarrow (tests/aws/test_stack.py), and the archive's reader needs it.
+    assert make_source("binance", archive=False).archive is None
+    assert make_source("binance").archive is not None
+    handler = (ROOT / "functions" / "handlers" / "ingest.py").read_text()
+    assert "make_source(item.exchange, archive=False)" in handler

@@ -200,7 +200,9 @@ def test_repair_fills_a_repairable_hole_exactly_once_and_a_second_repair_is_a_no
         drop_from_raw(store, key, gone, s.id_of)
         Transformer(store).transform_object(key, rebuild=True)
         res = run_audit(store, repair=True, source_for=lambda ex: src)
-        assert [r["status"] for r in res.repairs] == ["landed"] and res.repairs[0]["trades"] == 15
+        # The landing-confirmed hole is asked once more too (a header can be wrong): still confirmed missing.
+        assert [(r["from"], r["status"], r["trades"], r["confirmed_missing"]) for r in res.repairs] == [
+            (first + 10, "landed", 0, 1), (first + 330, "landed", 15, 0)]
         assert res.exit_code == 0, res.to_dict()
         assert holes(res) == [(first + 10, first + 10, au.CONFIRMED)]  # the confirmed hole stays
         rows = curated_rows(store)
@@ -214,7 +216,7 @@ def test_repair_fills_a_repairable_hole_exactly_once_and_a_second_repair_is_a_no
         assert again.repairs == [] and again.exit_code == 0
         assert sorted(o.key for o in store.list("raw/")) == before and len(s.requests) == asked
     # The scheduled transform (not only the repair's own call) reads an amendment like any raw object.
-    [amend] = [o.key for o in store.list("raw/") if o.key.endswith(".amend.jsonl.gz")]
+    [amend] = [o.key for o in store.list("raw/") if o.key.endswith(f"{first + 344:020d}.amend.jsonl.gz")]
     store.delete(marker_key(amend))
     for p in parts(store):
         if p.endswith(amend.rsplit("/", 1)[-1].split(".")[0] + ".parquet"):
@@ -346,12 +348,18 @@ def test_compacted_days_agree_with_their_parts_and_a_copied_part_after_compactio
         # A copy of a part after its day was compacted: readers take it beside the compacted copy (it is not in
         # the manifest), so its trades are read twice.
         part = parts(store)[0]
+        n = pq.read_metadata(io.BytesIO(store.get(part).data)).num_rows
         store.put(part.rsplit("/", 1)[0] + "/copy.parquet", store.get(part).data)
+        res = run_audit(store)
+        (day,) = [d for d in res.products[0].days if not d["ok"]]
+        assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == n
+        assert res.exit_code == au.EXIT_UNEXPLAINED
+        # Compacted again, the copy is in the day's copy, its repeats dropped (one row per trade id) and counted
+        # in the manifest: the readers see each trade once, and the audit still fails on the stray part.
         compact(store, before=date(2100, 1, 1), min_parts=1)
         res = run_audit(store)
-    n = pq.read_metadata(io.BytesIO(store.get(part).data)).num_rows
     (day,) = [d for d in res.products[0].days if not d["ok"]]
-    assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == n
+    assert day["stray_parts"] == ["copy.parquet"] and day["duplicates"] == 0 and day["compaction_duplicates"] == n
     assert res.exit_code == au.EXIT_UNEXPLAINED
 
 

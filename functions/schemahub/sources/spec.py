@@ -328,18 +328,6 @@ def with_archive_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
     return spec.model_copy(update={"archive": spec.archive.model_copy(update={"source": src})})
 
 
-def with_archive_memory(spec: ExchangeSpec, memory_bytes: int) -> ExchangeSpec:
-    """A copy of spec whose archive takes only files that fit in memory_bytes (a Lambda's memory): a zip of at most
-    1/8 of it and a CSV of at most 1/4 (the zip, the CSV and the slices being written are held at once). A larger
-    file is paged over REST instead, with a warning."""
-    if spec.archive is None:
-        return spec
-    src = spec.archive.source
-    src = src.model_copy(update={"max_file_bytes": min(src.max_file_bytes, memory_bytes // 8),
-                                 "max_csv_bytes": min(src.max_csv_bytes, memory_bytes // 4)})
-    return spec.model_copy(update={"archive": spec.archive.model_copy(update={"source": src})})
-
-
 def with_base_url(spec: ExchangeSpec, url: str) -> ExchangeSpec:
     """A copy of spec whose source talks to url (a simulator, a proxy).
 
