@@ -105,9 +105,10 @@ def _warn_once(store: ObjectStore, key: str, why: str, text: str) -> None:
         log.warning(text)
 
 
-def set_aside_damaged(store: ObjectStore, layout) -> None:
-    """Take damaged files out of `layout` (a schemahub.compact.Layout), recording them in layout.damaged."""
-    damaged = check(store, layout.keys())
+def set_aside_damaged(store: ObjectStore, layout, *, parts: bool = True) -> None:
+    """Take damaged files out of `layout` (a schemahub.compact.Layout), recording them in layout.damaged.
+    parts=False: check the compacted copies only (and the parts of a day whose copy is damaged)."""
+    damaged = check(store, layout.keys() if parts else sorted(layout.compacted.values()))
     fallback = {p: k for p, k in layout.compacted.items() if k in damaged}
     if fallback:  # a damaged compacted copy: its day is read from its parts, so those must be checked too
         held = sorted({k for p in fallback for k in layout.parts.get(p, [])} - set(damaged))

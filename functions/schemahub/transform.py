@@ -261,7 +261,10 @@ class Transformer:
             self._retire(old, digests, res)
         # Before the marker: each day this object wrote to is read as its parts by Athena too (registered, or
         # moved back from a compacted copy that lacks this part); a crash before this just transforms again.
-        for path in sorted({parse_table_file(k)[1] for k in res.files}):
+        # A rebuild that wrote a part byte for byte as the completed earlier transform did (its marker says so)
+        # leaves the day where it is: a compacted copy of the day holds this very part.
+        same = {k for k in res.files if old is not None and (old.get("digests") or {}).get(k) == digests[k]}
+        for path in sorted({parse_table_file(k)[1] for k in res.files if k not in same}):
             self.catalog.show_parts(path)
         marker = {"raw_key": raw_key, "rows": res.rows, "quarantined": res.quarantined, "duplicates": res.duplicates,
                   "files": res.files, "digests": digests, "symbol": header.symbol}
