@@ -85,7 +85,7 @@ def land(store, src: ArchiveSource, data: bytes, want_sha: str, pool) -> list[st
     fetched = "2025-03-02T08:00:00Z"
 
     def one(row: int) -> str:
-        lines = lf.lines[row:row + per]
+        lines = lf.rows(row, min(lf.count, row + per))
         start = lf.first_id - 1 + row
         first_line = row + 1 + lf.header_lines
         header = rawobject.make_header(
@@ -97,7 +97,7 @@ def land(store, src: ArchiveSource, data: bytes, want_sha: str, pool) -> list[st
         store.put(key, rawobject.encode(header, lines), if_none_match=True)
         return key
 
-    return list(pool.map(one, range(0, len(lf.lines), per)))
+    return list(pool.map(one, range(0, lf.count, per)))
 
 
 def ours(root: Path, data: bytes, sha: str, rows: int) -> tuple[float, float, float]:

@@ -607,6 +607,8 @@ class CompiledCsv:
         self.names = [f"c{i}" for i in range(self.width)]
         self._used = sorted({c.column for c in mapping.columns.values() if not isinstance(c, ConstField)})
         self._named = sorted({c.column for c in mapping.columns.values() if c.type in ("decimal", "time")})
+        tid = mapping.columns["trade_id"]
+        self._id = None if isinstance(tid, ConstField) else tid.column
 
     def header_row(self, body: bytes) -> int:
         """The length in bytes (with its newline) of a header row that opens body, else 0.
@@ -617,6 +619,8 @@ class CompiledCsv:
         cells = first.rstrip(b"\r").split(b",")
         if len(cells) != self.width or not all(_NAME_CELL.match(cells[i]) for i in self._named):
             return 0
+        if self._id is not None and cells[self._id].strip().isdigit():
+            return 0  # a trade id: a damaged trade (NaN,NaN,...), quarantined as such, never dropped as a header
         return len(body) if end < 0 else end + 1
 
     def _read(self, body, use_threads: bool = True):

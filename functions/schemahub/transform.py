@@ -133,6 +133,7 @@ class Transformer:
             if spec.archive is None:
                 raise SchemahubError(f"{exchange}: this raw object holds archive CSV rows, but mappings/exchanges/"
                                      f"{exchange}.yaml has no archive: table: to read them; add one or move the object out of raw/")
+            self._integer_ids[exchange] = bool(getattr(spec.source.trades.pagination, "contiguous_ids", False))
             self._compiled_csv[exchange] = compile_mapping(spec.archive.table)
         return self._compiled_csv[exchange]
 
