@@ -232,7 +232,7 @@ MESSAGES = {
                        "`schemahub ingest --storage PATH` writes PATH"],
     "cannot reach": [" product(s) failed: ", ": cannot reach ", " (DNS lookup failed)", " time(s): ",
                      "DNS lookup of ", "check the network and DNS, and the exchange's base URL (--base-url); a later run continues"],
-    "no table yet": ["schemahub: 0 rows: no data under ", " yet: `schemahub run --storage ", "` lands some (or `schemahub demo` for offline data in ./demo-data)"],
+    "no table yet": ["0 rows: no data under ", " yet: `schemahub run --storage ", "` lands some (or `schemahub demo` for offline data in ./demo-data)"],
     "geo-blocked": [" product(s) failed: ", "refuses requests from this IP's location",
                     "; deploy in a region it serves (see README)"],
     "banned, later run": [" banned this IP until ", "; sending nothing until then ("],
