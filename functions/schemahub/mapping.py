@@ -44,6 +44,10 @@ class _Sourced(_Strict):
         return v
 
 
+# How a time is written on the wire; one list for the JSON and the CSV columns.
+TimeFormat = Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"]
+
+
 class StringField(_Sourced):
     type: Literal["string"]
 
@@ -54,7 +58,7 @@ class DecimalField(_Sourced):
 
 class TimeField(_Sourced):
     type: Literal["time"]
-    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+    format: TimeFormat = Field(
         description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance sends µs on request, ms by default)"
     )
 
@@ -134,7 +138,7 @@ class CsvDecimalField(_Indexed):
 
 class CsvTimeField(_Indexed):
     type: Literal["time"]
-    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+    format: TimeFormat = Field(
         description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance's archive switched on 2025-01-01)"
     )
 
