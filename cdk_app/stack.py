@@ -132,12 +132,15 @@ class SchemahubStack(cdk.Stack):
         summary_fn = fn("SummaryFunction", "handlers.summary.handler", [core], 30, 256)
         transform_fn = fn("TransformFunction", "handlers.transform.handler", [core, arrow], 300, 1536)
 
-        # Least privilege, by prefix: what each function reads and writes, nothing it never calls (no deletes:
-        # only `schemahub transform --rebuild` deletes, from the CLI).
+        # Least privilege, by prefix: what each function reads and writes, nothing it never calls (no deletes but
+        # the transform's of a damaged/ record: `schemahub transform --all` deletes table files, from the CLI).
         obj = lambda *ps: [bucket.arn_for_objects(f"{PREFIX}{p}*") for p in ps]
         ingest_fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject", "s3:PutObject"], resources=obj("raw/", "checkpoints/", "leases/", "bans/")))
-        transform_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=obj("raw/", "transformed/")))
+        transform_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:GetObject"],
+                                                            resources=obj("raw/", "transformed/", "damaged/")))
+        # A restored raw object, once transformed, is no longer set aside: its damaged/ record goes.
+        transform_fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:DeleteObject"], resources=obj("damaged/")))
         transform_fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"], resources=obj("curated/", "quarantine/", "transformed/", "damaged/")))
         # S3 answers a GetObject of a missing key with 403 unless the caller may list the bucket: a first run's

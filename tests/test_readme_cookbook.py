@@ -230,13 +230,15 @@ MESSAGES = {
     "no such folder": ["schemahub: error: ", ": no such folder; ", "did you mean demo-data (--storage demo-data)? ",
                        "`schemahub demo` writes ./demo-data, ",
                        "`schemahub ingest --storage PATH` writes PATH"],
-    "cannot reach": [" product(s) failed: ", ": gave up on ", " attempts; last error: ", "connection refused by ",
-                     "check the network and the exchange's base URL (--base-url); a later run continues"],
+    "cannot reach": [" product(s) failed: ", ": cannot reach ", " (DNS lookup failed)", " time(s): ",
+                     "DNS lookup of ", "check the network and DNS, and the exchange's base URL (--base-url); a later run continues"],
+    "no table yet": ["0 rows: no data under ", " yet: `schemahub run --storage ", "` lands some "],
     "geo-blocked": [" product(s) failed: ", "refuses requests from this IP's location",
                     "; deploy in a region it serves (see README)"],
     "banned, later run": [" banned this IP until ", "; sending nothing until then ("],
+    "skipped for a ban": ["skipped, ", "nothing landed yet", " banned this IP until "],
     "ban": [": HTTP ", ": banned (Retry-After=", "stopping this exchange: "],
-    "lease": [" is held by ", "s more"],
+    "lease": ["skipped, ", "nothing landed yet", "lease ", " is held by ", "s more"],
     "checkpoint": [" product(s) failed: ", "rebuild it from the raw chain with `schemahub repair-checkpoint --exchange ",
                    " --dry-run` (then without --dry-run)"],
     "damaged": ["error: ", ": damaged, set aside (", "not a complete gzip object",
@@ -247,7 +249,8 @@ MESSAGES = {
 }
 # Messages quoted inline (in backticks) in the section, with their fixed parts.
 INLINE = {
-    "DNS lookup of <host> failed (...)": ["DNS lookup of ", " failed ("],
+    "cannot reach 127.0.0.1:9 (connection refused)": ["cannot reach ", "connection refused"],
+    "gave up on <url> after 8 attempts; last error: ...": ["gave up on ", " attempts; last error: "],
     "the credentials are unknown or expired: refresh them (AWS_PROFILE, AWS_ACCESS_KEY_ID)":
         ["the credentials are unknown or expired: refresh them (AWS_PROFILE, AWS_ACCESS_KEY_ID)"],
     "bucket 'x' does not exist: create it, or fix --storage (or SCHEMAHUB_STORAGE)":
@@ -268,7 +271,7 @@ def _quoted_lines() -> list[str]:
 
 def test_troubleshooting_is_the_last_section_and_quotes_messages():
     text = README.read_text()
-    assert re.findall(r"^## .*", text, re.M)[-1] == "## Troubleshooting"
+    assert re.findall(r"^## .*", text, re.M)[-2:] == ["## Troubleshooting", "## License"]
     assert len(_quoted_lines()) >= len(MESSAGES)
 
 

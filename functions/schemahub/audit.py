@@ -264,6 +264,20 @@ def _raw(store: ObjectStore, exchange: str, product_id: str, transformer, pa_: P
     return table, sorted(gaps), chain
 
 
+def _damaged_table_files(layout, exchange: str, product_id: str, res: ProductAudit) -> None:
+    """Name each of the product's damaged table files (set aside by schemahub.tablefiles, or found unreadable
+    here) in res.damaged, with the command that rebuilds it: its rows count as missing from the table."""
+    from schemahub.layout import parse_table_file
+    from schemahub.tablefiles import rebuild_hint
+
+    for key, why in sorted(layout.damaged.items()):
+        parsed = parse_table_file(key)
+        if parsed is None or parsed[2][:2] != (exchange, product_id):
+            continue
+        res.damaged.append(f"{key}: damaged table file ({why}); its rows are missing from the table until it is "
+                           f"rebuilt from raw: run `{rebuild_hint(parsed[1])}`")
+
+
 @dataclass(frozen=True)
 class _Key:
     key: str
@@ -282,7 +296,11 @@ def _table(store: ObjectStore, exchange: str, product_id: str, layout, span: tup
         if (ex, pid) != (exchange, product_id) or (span[0] and day < span[0]) or (span[1] and day > span[1]):
             continue
         for key in keys:
-            t = pq.read_table(io.BytesIO(store.get(key).data), columns=["trade_id", "trade_time"])
+            try:
+                t = pq.read_table(io.BytesIO(store.get(key).data), columns=["trade_id", "trade_time"])
+            except (pa.ArrowException, OSError) as e:  # pages damaged behind a whole footer (tablefiles)
+                layout.damaged[key] = f"unreadable pages ({type(e).__name__}: {' '.join(str(e).split())})"
+                continue
             pieces.append(pa.table({"id": pc.cast(t["trade_id"], pa.int64()), "time": pc.cast(t["trade_time"], _US),
                                     "date": pa.repeat(pa.scalar(day), t.num_rows)}))
         parts = layout.parts.get(path, [])
@@ -292,7 +310,12 @@ def _table(store: ObjectStore, exchange: str, product_id: str, layout, span: tup
                                       if k.rsplit("/", 1)[-1].removesuffix(".parquet") not in raw_names)}
         sizes = {}
         for k in parts:
-            sizes[k.rsplit("/", 1)[-1]] = pq.read_metadata(io.BytesIO(store.get(k).data)).num_rows
+            if k in layout.damaged:
+                continue  # set aside (schemahub.tablefiles): its rows are not the table's
+            try:
+                sizes[k.rsplit("/", 1)[-1]] = pq.read_metadata(io.BytesIO(store.get(k).data)).num_rows
+            except (pa.ArrowException, OSError) as e:  # a part under a sound compacted copy, damaged
+                layout.damaged[k] = f"unreadable Parquet footer ({type(e).__name__}: {' '.join(str(e).split())})"
         info["parts_rows"] = sum(sizes.values())
         ckey = layout.compacted.get(path)
         if ckey is not None:
@@ -425,6 +448,7 @@ def audit_product(store: ObjectStore, exchange: str, product_id: str, *, layout=
         else:
             table, day_info = _table(store, exchange, product_id, layout)
         raw, gaps, chain = _raw(store, exchange, product_id, transformer, res, window)
+        _damaged_table_files(layout, exchange, product_id, res)
     except SchemahubError as e:
         res.error = str(e)
         return res

@@ -383,8 +383,11 @@ def _report(results, as_json: bool) -> int:
               "(kept as landed, the new files not mixed in): " + "; ".join(
                   f"{r.exchange}/{r.product_id}: {f['file']}" for r, f in replaced), file=sys.stderr)
     if failed:
-        print(f"schemahub: error: {len(failed)} product(s) failed: " + "; ".join(f"{r.product_id}: {r.message}" for r in failed),
-              file=sys.stderr)
+        # The first reason in full; the others only by name: each product's own line above says why (offline, nine
+        # products fail alike, and nine reasons again made one unreadable line).
+        more = ", ".join(f"{r.exchange} {r.product_id}" for r in failed[1:])
+        print(f"schemahub: error: {len(failed)} product(s) failed: {failed[0].product_id}: {failed[0].message}"
+              + (f"; also {more} (each one's line above says why)" if more else ""), file=sys.stderr)
         return 1
     return 1 if replaced else 0
 
@@ -547,11 +550,13 @@ def cmd_export(args) -> int:
 
 def cmd_candles(args) -> int:
     from schemahub.api import Lake
-    from schemahub.output import write
+    from schemahub.output import format_for, write
 
+    # Into a file, the name says the format (as for `export`) unless --format does; on stdout, a table.
+    fmt = format_for(args.output, args.format) if args.output else args.format or "table"
     lake = Lake(args.storage, mappings=args.mappings)
     bars = lake.candles(args.interval, exchange=args.exchange, product=args.product, start=args.start, end=args.end)
-    write(bars.to_reader(), args.format, args.output)
+    write(bars.to_reader(), fmt, args.output)
     _hint_if_empty(lake)
     return 0
 
@@ -589,7 +594,8 @@ def _query_commands(sub, common) -> None:
     s.add_argument("--interval", choices=list(INTERVALS), default="1m")
     s.add_argument("--start", help="first trade time, inclusive (ISO-8601 date or time, UTC)")
     s.add_argument("--end", help="end, exclusive (ISO-8601 date or time, UTC)")
-    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--format", choices=FORMATS, help="table (default on stdout), csv, json, parquet; with --output, "
+                   "the file name's ending (.parquet, .csv, .json) unless given")
     s.add_argument("--output", "-o", help="write to this file instead of stdout")
     s.set_defaults(func=cmd_candles)
 
@@ -639,6 +645,18 @@ def _watch(lake, table, fmt: str, every: float) -> int:
             time.sleep(every)
     except (KeyboardInterrupt, duckdb.InterruptException):
         return 0  # Ctrl-C is how --watch ends: quietly, exit 0
+    except RuntimeError as e:
+        if not _ctrl_c_in_duckdb(e):
+            raise
+        return 0
+
+
+def _ctrl_c_in_duckdb(e: BaseException) -> bool:
+    """Ctrl-C during a DuckDB call comes back as DuckDB's error, not KeyboardInterrupt: InterruptException, or
+    (duckdb 2.0, from `con.execute("SET ...")`) a bare RuntimeError('Query interrupted')."""
+    import duckdb
+
+    return isinstance(e, duckdb.InterruptException) or (type(e) is RuntimeError and str(e) == "Query interrupted")
 
 
 def cmd_serve(args) -> int:
@@ -740,9 +758,24 @@ def cmd_demo(args) -> int:
     print("== one table: BTC 1-minute VWAP on every exchange, side by side, last 5 minutes")
     cur = con.execute(VWAP_1M_ACROSS.format(base="BTC", minutes=5))
     _print_rows([d[0] for d in cur.description], cur.fetchall(), "table")
-    print(f"try: .venv/bin/schemahub query --storage {args.storage} "
+    print(f"try: {_invoked_as()} query --storage {args.storage} "
           "\"select exchange, product_id, count(*), sum(price*size) from trades group by all order by all\"")
     return code
+
+
+def _invoked_as(argv0: str | None = None) -> str:
+    """How the user can run this command again from where they are: `schemahub` when that is the one on PATH,
+    else the path they ran (`.venv/bin/schemahub` from `make demo`), else `python -m schemahub.cli`."""
+    import shlex
+    import shutil
+
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    if os.path.basename(argv0) != "schemahub":
+        return f"{shlex.quote(sys.executable)} -m schemahub.cli"
+    on_path = shutil.which("schemahub")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "schemahub"
+    return shlex.quote(argv0 if os.sep in argv0 else os.path.abspath(argv0))
 
 
 def _ingest_options(s: argparse.ArgumentParser) -> None:
@@ -954,6 +987,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush must not fail again
         return 0
     except Exception as e:  # a bug: still one line, the traceback on request
+        if _ctrl_c_in_duckdb(e):
+            print("schemahub: interrupted; a later run continues where this one stopped", file=sys.stderr)
+            return 130
         _say(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --verbose for the traceback, "
                           "and please report it)"), verbose)
         return 1

@@ -174,8 +174,11 @@ def _load_manifest(store: ObjectStore, key: str) -> dict | None:
     return doc if isinstance(doc, dict) and "file" in doc else None
 
 
-def read_layout(store: ObjectStore) -> Layout:
-    """The files a consistent reader takes right now (day_files for every partition)."""
+def read_layout(store: ObjectStore, *, check_parts: bool = True) -> Layout:
+    """The files a consistent reader takes right now (day_files for every partition).
+
+    check_parts=False (compact): only compacted copies are checked for damage here; compact checks each day's
+    parts when it starts that day (a year of parts is 900,000 footer reads: longer than a Lambda lives)."""
     layout = Layout()
     parts: dict[str, list[str]] = defaultdict(list)
     sizes: dict[str, int] = {}
@@ -209,13 +212,16 @@ def read_layout(store: ObjectStore) -> Layout:
             layout.compacted[p] = copy
         if files:
             layout.files[p] = files
+    for p in sorted(set(layout.manifest_sizes) - set(manifests)):
+        if p in parts and p not in layout.stale:
+            layout.stale.append(p)  # an unreadable manifest (damaged by hand): replaced by the next compact
     layout.parts = dict(parts)
     layout.sizes = sizes
     layout.manifests = manifests
 
     from schemahub.tablefiles import set_aside_damaged
 
-    set_aside_damaged(store, layout)  # damaged Parquet files are set aside, never read
+    set_aside_damaged(store, layout, parts=check_parts)  # damaged Parquet files are set aside, never read
     return layout
 
 
@@ -272,7 +278,9 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
     from schemahub.transform import write_parquet
 
     before = before or datetime.now(timezone.utc).date()
-    layout = read_layout(store)
+    from schemahub.tablefiles import check
+
+    layout = read_layout(store, check_parts=False)  # each day's parts are checked when the day starts
     res = CompactResult()
     stale = set(layout.stale)
     for done, (p, keys) in enumerate(sorted(layout.parts.items())):
@@ -286,14 +294,15 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
             continue
         if len(keys) < min_parts and p not in stale:
             continue
+        if deadline is not None and time.monotonic() > deadline:
+            res.pending += 1
+            continue
+        layout.damaged.update(check(store, [k for k in keys if k not in layout.damaged]))
         bad = [k for k in keys if k in layout.damaged]
         if bad:  # a copy without the damaged part's rows would hide them for good
             res.skipped_damaged.append(p)
             log.warning("%s: not compacted: it holds %d damaged file(s) (%s); rebuild them from raw first", p,
                         len(bad), ", ".join(bad))
-            continue
-        if deadline is not None and time.monotonic() > deadline:
-            res.pending += 1
             continue
         res.planned.append(p)
         if dry_run:
@@ -304,18 +313,32 @@ def compact(store: ObjectStore, *, before: Date | None = None, dry_run: bool = F
         digest = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:16]
         name = compacted_file(digest)  # its own version folder: a catalog location holding this file alone
         target = compacted_key(p, name)
-        tables = [pq.read_table(io.BytesIO(o.data), schema=FILE_SCHEMA) for o in objs]
+        tables, unreadable = [], {}
+        for k, o in zip(sorted(keys), objs):
+            try:
+                tables.append(pq.read_table(io.BytesIO(o.data), schema=FILE_SCHEMA))
+            except Exception as e:  # pyarrow's error for pages damaged behind a whole footer (tablefiles)
+                unreadable[k] = f"unreadable pages ({type(e).__name__}: {' '.join(str(e).split())})"
+        if unreadable:  # as for a damaged footer: the day keeps its parts, the other days go on
+            from schemahub.tablefiles import rebuild_hint
+
+            layout.damaged.update(unreadable)
+            res.planned.remove(p)
+            res.skipped_damaged.append(p)
+            log.warning("%s: not compacted: %s; rebuild it from raw: run `%s`", p,
+                        "; ".join(f"{k}: {why}" for k, why in sorted(unreadable.items())), rebuild_hint(p))
+            continue
         table = pa.concat_tables(tables)
         table, dropped = dedupe_lowest_raw_key(table)
         # Parts are sorted by time already; a stable sort keeps ties in part-name order: deterministic bytes.
         table = table.take(pc.sort_indices(table, sort_keys=[("trade_time", "ascending")]))
-        if target in layout.damaged:
-            store.delete(target)  # a damaged copy of these same parts: written again below
         try:
-            store.put(target, write_parquet(table), if_none_match=True)
+            # A damaged copy of these same parts is overwritten in place (no reader reads it: the day is on its
+            # parts), never deleted: the scheduled role may not delete copies.
+            store.put(target, write_parquet(table), if_none_match=target not in layout.damaged)
         except PreconditionFailed:
             pass  # an earlier run wrote the same file (same parts, same name) and died before its manifest
-        if p in stale and p in layout.manifests:
+        if p in stale and p in layout.manifest_sizes:  # listed: readable or not
             invalidate_compaction(store, p)  # a manifest that no longer names the parts: replaced by this one
         manifest = {"file": name, "parts": held, "rows": table.num_rows, "duplicates": dropped,
                     "compacted_at": datetime.now(timezone.utc).isoformat()}
@@ -374,7 +397,14 @@ def switch_to_copies(store: ObjectStore, catalog, targets: dict[str, str], layou
     exact = set(_still_exact(store, targets, layout, trust_sizes=True))
     stayed = sorted(set(targets) - exact)
     targets = {p: k for p, k in targets.items() if p in exact}
-    catalog.update({p: location_of(k) for p, k in targets.items()})
+    try:
+        catalog.update({p: location_of(k) for p, k in targets.items()})
+    except Exception:
+        # Part of the move may be applied (Glue applies the batches before a failing one): the check after the
+        # move still runs for every target, so no day is left on a copy that lacks a part; then the error.
+        keep = set(_still_exact(store, targets, layout, trust_sizes=False))
+        catalog.update({p: parts_prefix(p) for p in sorted(targets) if p not in keep})
+        raise
     keep = set(_still_exact(store, targets, layout, trust_sizes=False))
     back = [p for p in sorted(targets) if p not in keep]
     if back:

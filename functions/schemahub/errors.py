@@ -149,8 +149,18 @@ class ArchiveTooLarge(ArchiveError):
     """An archive file unpacks to more than archive.source.max_csv_bytes."""
 
 
+class ArchiveUnreadable(ArchiveError):
+    """An archive file matches its checksum but is not one readable CSV of trades (damaged at the exchange)."""
+
+
 class ArchiveReplaced(ArchiveError):
-    """An archive file already (partly) landed has been replaced by the exchange: its checksum changed."""
+    """An archive file already (partly) landed has been replaced by the exchange: its checksum changed.
+
+    `entry` is {"file", "landed_sha256", "now_sha256"} (a ProductResult's `replaced`)."""
+
+    def __init__(self, message: str, entry: dict | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry or {}
 
 
 class DeadlineReached(SchemahubError):

@@ -44,6 +44,10 @@ class _Sourced(_Strict):
         return v
 
 
+# How a time is written on the wire; one list for the JSON and the CSV columns.
+TimeFormat = Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"]
+
+
 class StringField(_Sourced):
     type: Literal["string"]
 
@@ -54,7 +58,7 @@ class DecimalField(_Sourced):
 
 class TimeField(_Sourced):
     type: Literal["time"]
-    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+    format: TimeFormat = Field(
         description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance sends µs on request, ms by default)"
     )
 
@@ -134,7 +138,7 @@ class CsvDecimalField(_Indexed):
 
 class CsvTimeField(_Indexed):
     type: Literal["time"]
-    format: Literal["rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "epoch_ms_or_us", "float_s"] = Field(
+    format: TimeFormat = Field(
         description="epoch_ms_or_us: 13 digits are ms, 16 digits are µs (Binance's archive switched on 2025-01-01)"
     )
 
@@ -636,6 +640,8 @@ class CompiledCsv:
         self.names = [f"c{i}" for i in range(self.width)]
         self._used = sorted({c.column for c in mapping.columns.values() if not isinstance(c, ConstField)})
         self._named = sorted({c.column for c in mapping.columns.values() if c.type in ("decimal", "time")})
+        tid = mapping.columns["trade_id"]
+        self._id = None if isinstance(tid, ConstField) else tid.column
 
     def header_row(self, body: bytes) -> int:
         """The length in bytes (with its newline) of a header row that opens body, else 0.
@@ -646,6 +652,8 @@ class CompiledCsv:
         cells = first.rstrip(b"\r").split(b",")
         if len(cells) != self.width or not all(_NAME_CELL.match(cells[i]) for i in self._named):
             return 0
+        if self._id is not None and cells[self._id].strip().isdigit():
+            return 0  # a trade id: a damaged trade (NaN,NaN,...), quarantined as such, never dropped as a header
         return len(body) if end < 0 else end + 1
 
     def _read(self, body, use_threads: bool = True):

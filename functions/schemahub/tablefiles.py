@@ -90,7 +90,7 @@ def check(store: ObjectStore, keys: list[str]) -> dict[str, str]:
         return {k: why for k, why in zip(keys, pool.map(lambda k: footer_problem(store, k), keys)) if why}
 
 
-def _rebuild_hint(partition: str) -> str:
+def rebuild_hint(partition: str) -> str:
     fields = dict(part.split("=", 1) for part in partition.split("/") if "=" in part)
     return (f"schemahub transform --all --exchange {fields.get('exchange', 'E')} "
             f"--product {fields.get('product_id', 'P')}")
@@ -105,9 +105,10 @@ def _warn_once(store: ObjectStore, key: str, why: str, text: str) -> None:
         log.warning(text)
 
 
-def set_aside_damaged(store: ObjectStore, layout) -> None:
-    """Take damaged files out of `layout` (a schemahub.compact.Layout), recording them in layout.damaged."""
-    damaged = check(store, layout.keys())
+def set_aside_damaged(store: ObjectStore, layout, *, parts: bool = True) -> None:
+    """Take damaged files out of `layout` (a schemahub.compact.Layout), recording them in layout.damaged.
+    parts=False: check the compacted copies only (and the parts of a day whose copy is damaged)."""
+    damaged = check(store, layout.keys() if parts else sorted(layout.compacted.values()))
     fallback = {p: k for p, k in layout.compacted.items() if k in damaged}
     if fallback:  # a damaged compacted copy: its day is read from its parts, so those must be checked too
         held = sorted({k for p in fallback for k in layout.parts.get(p, [])} - set(damaged))
@@ -127,6 +128,6 @@ def set_aside_damaged(store: ObjectStore, layout) -> None:
             for key in bad:
                 _warn_once(store, key, damaged[key],
                            f"{key}: damaged table file ({damaged[key]}); set aside, so its rows are missing from "
-                           f"queries and stats until it is rebuilt from raw: run `{_rebuild_hint(p)}`")
+                           f"queries and stats until it is rebuilt from raw: run `{rebuild_hint(p)}`")
     layout.files = {p: f for p, f in layout.files.items() if f}
     layout.damaged.update(damaged)

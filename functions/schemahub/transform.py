@@ -133,6 +133,7 @@ class Transformer:
             if spec.archive is None:
                 raise SchemahubError(f"{exchange}: this raw object holds archive CSV rows, but mappings/exchanges/"
                                      f"{exchange}.yaml has no archive: table: to read them; add one or move the object out of raw/")
+            self._integer_ids[exchange] = bool(getattr(spec.source.trades.pagination, "contiguous_ids", False))
             self._compiled_csv[exchange] = compile_mapping(spec.archive.table)
         return self._compiled_csv[exchange]
 
@@ -170,6 +171,11 @@ class Transformer:
             res.pending = keys
             return res
         marked_damaged = {raw_key_of_damaged(o.key) for o in self.store.list(damaged_prefix(prefix))}
+        todo = set(keys)
+        for key in sorted(k for k in marked_damaged - todo if parse_source_key(k) is not None):
+            # deleted, or restored and transformed since (the transform Lambda's path): dealt with
+            log.info("%s: no longer set aside (deleted, or transformed since); removed %s", key, damaged_key(key))
+            self.store.delete(damaged_key(key))
         for done, key in enumerate(keys):
             if progress is not None:  # progress(objects done, objects to do), for a person at a terminal
                 progress(done, len(keys))
@@ -216,7 +222,7 @@ class Transformer:
             log.error("%s: damaged, set aside (recorded in %s): %s. The other objects go on; restore the object "
                       "from a copy or delete it, then run transform again", raw_key, damaged_key(raw_key), e.reason)
             raise
-        if was_damaged or (was_damaged is None and rebuild):
+        if was_damaged or (was_damaged is None and (rebuild or self.store.exists(damaged_key(raw_key)))):
             self.store.delete(damaged_key(raw_key))  # readable again (restored): no longer set aside
         return res
 
@@ -260,7 +266,10 @@ class Transformer:
             self._retire(old, digests, res)
         # Before the marker: each day this object wrote to is read as its parts by Athena too (registered, or
         # moved back from a compacted copy that lacks this part); a crash before this just transforms again.
-        for path in sorted({parse_table_file(k)[1] for k in res.files}):
+        # A rebuild that wrote a part byte for byte as the completed earlier transform did (its marker says so)
+        # leaves the day where it is: a compacted copy of the day holds this very part.
+        same = {k for k in res.files if old is not None and (old.get("digests") or {}).get(k) == digests[k]}
+        for path in sorted({parse_table_file(k)[1] for k in res.files if k not in same}):
             self.catalog.show_parts(path)
         marker = {"raw_key": raw_key, "rows": res.rows, "quarantined": res.quarantined, "duplicates": res.duplicates,
                   "files": res.files, "digests": digests, "symbol": header.symbol}

@@ -302,3 +302,24 @@ def test_candles_command_in_every_format(recorded, tmp_path):
     assert first[4] == str(want[0]["open"].normalize()) and not first[4].endswith("0")
     r = _cli("candles", "--storage", recorded["root"], "--exchange", "kraken", "--product", "NOPE")
     assert r.returncode == 2 and "no product 'NOPE' on kraken" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_candles_output_file_takes_its_format_from_the_name_as_export_does(recorded, tmp_path):
+    """`candles --output bars.parquet` without --format wrote the text table into bars.parquet (exit 0): a file no
+    Parquet reader opens. The name decides, as for `export`; an unknown ending asks for --format."""
+    base = ["candles", "--storage", recorded["root"], "--exchange", "kraken", "--product", "XBTUSDT", "--interval", "5m"]
+    want = schemahub.open(recorded["root"]).candles("5m", exchange="kraken")
+    r = _cli(*base, "--output", str(tmp_path / "bars.parquet"))
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(tmp_path / "bars.parquet").equals(want)
+    r = _cli(*base, "--output", str(tmp_path / "bars.csv"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "bars.csv").read_text())))
+    assert r.returncode == 0 and len(rows) == want.num_rows, r.stderr
+    assert [Decimal(x["quote_volume"]) for x in rows] == want.column("quote_volume").to_pylist()
+    r = _cli(*base, "--output", str(tmp_path / "bars.json"))
+    assert r.returncode == 0 and len(json.loads((tmp_path / "bars.json").read_text())) == want.num_rows, r.stderr
+    r = _cli(*base, "--output", str(tmp_path / "bars.txt"))
+    assert r.returncode == 2 and "cannot tell the format from the name" in r.stderr, r.stderr
+    assert not (tmp_path / "bars.txt").exists()
+    r = _cli(*base, "--output", str(tmp_path / "bars.txt"), "--format", "table")  # asked for: the text table
+    assert r.returncode == 0 and (tmp_path / "bars.txt").read_text().startswith("exchange  product_id"), r.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -142,6 +143,10 @@ def test_installed_cli_demo_query_and_python_api_work_offline(venv):
     since = (datetime.now(timezone.utc) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     demo = _run([exe, "demo", "--storage", "lake", "--since", since], **run).stdout
     assert "== stats" in demo and "coinbase BTC-USD: " in demo and " trades landed, up to " in demo
+    # The demo's closing "try:" line is a command that works where it was printed (not the checkout's .venv/bin).
+    [hint] = [line for line in demo.splitlines() if line.startswith("try: ")]
+    tried = _run(shlex.split(hint.removeprefix("try: ")), **run).stdout
+    assert "coinbase" in tried and "BTC-USD" in tried, tried
 
     got = _run([exe, "query", "--storage", "lake", "--format", "json",
                 "SELECT exchange, count(*) AS n FROM trades GROUP BY ALL ORDER BY ALL"], **run).stdout
@@ -166,3 +171,16 @@ print(json.dumps({{"trades": t.num_rows, "price": str(t.schema.field("price").ty
     assert res["price"] == "decimal128(38, 12)" and res["time"] == "timestamp[us, tz=UTC]"
     assert res["candles"] >= 10 and res["volume"] == res["sum_size"]
     assert res["stats"] == 9
+
+
+def test_s3_storage_without_the_aws_extra_says_what_to_install(venv):
+    """The fresh environment has no boto3 (an extra): s3:// storage is one usage line naming the extra, not an
+    internal error about botocore."""
+    for args in (["query", "--storage", "s3://bucket/prefix", "SELECT 1"], ["stats", "--storage", "s3://bucket/x"]):
+        res = subprocess.run([str(venv["bin"] / "schemahub"), *args], env=venv["env"], cwd=venv["cwd"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (res.returncode, res.stderr)
+        assert "internal error" not in res.stderr and "[aws]" in res.stderr and "boto3" in res.stderr, res.stderr
+    res = subprocess.run([str(venv["py"]), "-c", "import schemahub; schemahub.open('s3://bucket/prefix')"],
+                         env=venv["env"], cwd=venv["cwd"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "UsageError" in res.stderr and "[aws]" in res.stderr, res.stderr

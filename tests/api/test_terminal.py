@@ -242,3 +242,36 @@ def test_sql_that_reads_no_table_gets_no_hint(tmp_path):
     r = subprocess.run(CLI + ["query", "SELECT 42 AS answer"], capture_output=True, text=True, env=ENV, cwd=tmp_path,
                        timeout=HUNG, check=False)
     assert (r.returncode, r.stderr) == (0, "") and "42" in r.stdout
+
+
+def test_ctrl_c_while_duckdb_runs_ends_watch_quietly_and_other_commands_with_130(lake, monkeypatch, capsys):
+    """Ctrl-C that lands inside a DuckDB call reaches Python as duckdb's own error, not KeyboardInterrupt: seen on
+    `stats --watch` (duckdb 2.0: `RuntimeError: Query interrupted` from `SET TimeZone`), which printed "internal
+    error" and exited 1. --watch must still end quietly (0), and any other command as interrupted (130)."""
+    import duckdb
+
+    from schemahub import api, cli
+
+    calls = {"n": 0}
+    real = api.Lake.stats
+
+    def stats_then_ctrl_c(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("Query interrupted")  # what duckdb raised when SIGINT came during con.execute
+        return real(self)
+
+    monkeypatch.setattr(api.Lake, "stats", stats_then_ctrl_c)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    assert cli.main(["stats", "--storage", str(lake), "--watch", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.count("schemahub stats: ") == 2, (out, err)
+
+    for raised in (RuntimeError("Query interrupted"), duckdb.InterruptException("INTERRUPT Error: Interrupted!")):
+        def query_then_ctrl_c(self, *a, raised=raised, **k):
+            raise raised
+
+        monkeypatch.setattr(api.Lake, "stats", query_then_ctrl_c)
+        assert cli.main(["stats", "--storage", str(lake)]) == 130
+        err = capsys.readouterr().err
+        assert "internal error" not in err and "interrupted" in err, err

@@ -96,3 +96,28 @@ def test_compact_role_holds_only_what_it_uses(world):
     other = glue_request("BatchUpdatePartition", {"DatabaseName": db, "TableName": "other"}, region=dep.region,
                          account=dep.account)
     assert not decide_all(stmts, other.action, other.resources).allowed
+
+
+def test_a_damaged_compacted_copy_is_written_again_under_the_compact_role(world):
+    """A copy truncated by hand (or a partial upload): the next scheduled run writes it again, with what its
+    role allows (it may not delete copies), and Athena ends on a whole copy of every trade."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    store = world.store()
+    part = PART.replace("LTC-USD", "ETH-USD")  # its own day: the world is shared with the tests above
+    for start in (0, 10):
+        _transform(world, put_raw(store, [_line(i) for i in range(start + 1, start + 11)], start=start,
+                                  product="ETH-USD", fetched=f"{DAY}T23:59:00Z"))
+    compact = world.sandbox("handlers.compact.handler")
+    first = compact.invoke({})
+    assert first.error is None and not first.denied(), (first.error, first.denied())
+    [copy] = _files_under(world, world.partitions()[part])
+    store.put(copy, store.get(copy).data[:100])  # truncated
+    again = compact.invoke({})
+    assert not again.denied(), again.denied()
+    assert again.error is None, again.error
+    [key] = _files_under(world, world.partitions()[part])
+    table = pq.read_table(io.BytesIO(store.get(key).data))
+    assert sorted(int(t) for t in table["trade_id"].to_pylist()) == list(range(1, 21))

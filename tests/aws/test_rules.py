@@ -167,3 +167,24 @@ def test_a_damaged_raw_object_is_set_aside_and_the_batch_succeeds_for_the_others
     lines = [line for line in inv.stdout if bad in line and "damaged" in line]
     assert lines and record["reason"] in lines[0]
     assert [v for ref, v in inv.metrics if ref.name == "ObjectsDamaged"] == [1]
+
+
+def test_a_restored_raw_object_is_transformed_and_its_damaged_record_goes(world):
+    """README: a damaged object "stays untransformed until it is restored from a copy or deleted; then the
+    record goes". Restoring it on S3 notifies the queue again; the Lambda transforms it and, with only its own
+    grants, removes the damaged/ record (a record left behind would point an operator at a problem that is gone)."""
+    from schemahub.layout import damaged_key, marker_key, raw_key
+
+    store = world.store()
+    key = raw_key("coinbase", "LTC-USD", 100)
+    whole = _raw(100, 5)
+    store.put(key, whole[: len(whole) // 2])
+    fn = world.sandbox("handlers.transform.handler")
+    event = sqs_event([s3_notification(world.bucket, f"schemahub/{key}")])
+    assert fn.invoke(event).result == {"batchItemFailures": []}
+    assert store.exists(damaged_key(key))
+    store.put(key, whole)  # restored from a copy
+    inv = fn.invoke(event)
+    assert not inv.denied(), inv.denied()
+    assert inv.error is None and inv.result == {"batchItemFailures": []}, (inv.error, inv.result, inv.stdout[-5:])
+    assert store.exists(marker_key(key)) and not store.exists(damaged_key(key))

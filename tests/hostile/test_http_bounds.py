@@ -350,3 +350,38 @@ def test_a_dns_failure_names_the_host_in_one_line(clock, monkeypatch):
     msg = _one_line(e.value)
     assert msg.startswith("hostilex: ") and "http://api.exchange.invalid/trades" in msg
     assert "DNS lookup of api.exchange.invalid failed" in msg and "check" in msg
+
+
+def test_a_server_that_closes_after_each_answer_is_read_whole_without_a_retry():
+    # HTTP/1.0 (BaseHTTPRequestHandler's default): the server closes after each response, and http.client hands
+    # the socket to the response. The deadline-bounded reader must keep the descriptor alive until it is done
+    # (it once raced urllib3's close: "Bad file descriptor", then a retry, 3 runs in 4).
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from schemahub.sources.http import HttpClient, RateLimiter
+
+    body = b'[{"id":1}]' * 2000
+
+    class H(BaseHTTPRequestHandler):
+        hits = 0
+
+        def do_GET(self):
+            type(self).hits += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        http = HttpClient(name="x", rate=RateLimiter(10_000, 100), max_attempts=3, base_delay_s=0.001)
+        for _ in range(40):
+            assert http.get(f"http://127.0.0.1:{srv.server_port}/t").body == body
+        assert H.hits == 40 and http.stats.retries == 0
+    finally:
+        srv.shutdown()

@@ -57,3 +57,36 @@ def test_a_line_says_how_far_behind_and_when_nothing_landed_yet():
                                    "www.okx.com (DNS lookup failed)")
     r = ProductResult("kraken", "BTC-USD", trades=10, newest_us=us, more_to_do=True)
     assert result_line(r, now).endswith("(3 s behind), more to do")
+
+
+def test_many_failed_products_end_in_one_short_line_not_every_reason_again(capsys):
+    """Offline, 9 products fail with the same reason: each product's line says why, and the closing error names the
+    first reason once and every failed product by exchange (not 9 reasons again, nor a bare `BTC-USD` twice)."""
+    from schemahub.cli import _report
+
+    def why(ex: str, host: str, p: str) -> str:
+        return (f"{ex}: cannot reach {host} (DNS lookup failed): https://{host}/trades?p={p} failed 2 time(s): "
+                f"DNS lookup of {host} failed (Name or service not known); check the network and DNS")
+
+    markets = [("binance", "api.binance.com", "BTC-USDT"), ("coinbase", "api.exchange.coinbase.com", "BTC-USD"),
+               ("kraken", "api.kraken.com", "BTC-USD"), ("okx", "www.okx.com", "BTC-USDT")]
+    results = [ProductResult(exchange=ex, product_id=p, status="failed", message=why(ex, host, p))
+               for ex, host, p in markets]
+    assert _report(results, as_json=False) == 1
+    out, err = capsys.readouterr()
+    for r in results:
+        assert r.message in out  # each product's own line keeps its reason
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("schemahub: error: 4 product(s) failed: BTC-USDT: " + results[0].message), lines[0]
+    assert lines[0].count("cannot reach") == 1, lines[0]
+    for ex, _, p in markets[1:]:
+        assert f"{ex} {p}" in lines[0], lines[0]
+
+
+def test_one_failed_product_still_ends_in_its_reason(capsys):
+    from schemahub.cli import _report
+
+    r = ProductResult(exchange="coinbase", product_id="BTC-USD", status="failed", message="coinbase: HTTP 400")
+    assert _report([r], as_json=False) == 1
+    assert capsys.readouterr().err == "schemahub: error: 1 product(s) failed: BTC-USD: coinbase: HTTP 400\n"

@@ -331,3 +331,16 @@ def test_serve_with_a_port_out_of_range_is_one_usage_line(tmp_path, port, says):
     out, err = proc.communicate(timeout=30)
     assert (proc.returncode, out) == (2, "")
     assert err == f"schemahub: error: {says} (see `schemahub serve --help`)\n"
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    ("api/candles?exchange=krakken&product=BTC-USD&interval=1h", "krakken"),
+    ("api/candles?exchange=coinbase&product=BTCUSD&interval=1h", "BTCUSD"),  # Binance's spelling, not Coinbase's
+    ("api/candles?exchange=binance&product=ADA-USD&interval=1h", "ADA-USD"),
+])
+def test_candles_of_a_market_the_store_does_not_hold_are_refused_not_an_empty_chart(served, query, names):
+    """A typo in exchange= or product= must not read as "no trades yet" (200 and no bars), as the CLI refuses it."""
+    server, _ = served
+    code, doc = get(server.url + query)
+    assert code == 400 and names in doc["error"] and "\n" not in doc["error"], (code, doc)
+    assert "coinbase BTC-USD" in doc["error"]  # and it names what the store does hold

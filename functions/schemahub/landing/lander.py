@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from schemahub import rawobject
 from schemahub.clock import SYSTEM_CLOCK, Clock
 from schemahub.errors import (
+    ArchiveReplaced,
     DamagedObject,
     DeadlineReached,
     ExchangeBanned,
@@ -267,7 +268,9 @@ class Lander:
 
     def _recheck_archive(self, product: Product, res: ProductResult, deadline) -> None:
         """Report archive files landed recently whose checksum has changed since (replaced by the exchange)."""
-        replaced = self.source.archive.recheck(self.store, product, deadline)
+        notes: list[str] = []
+        replaced = self.source.archive.recheck(self.store, product, deadline, notes)
+        _warn(res, notes)
         if replaced:
             res.replaced += replaced
             _warn(res, [f"{self.exchange}: {product.symbol}: archive file {r['file']} was replaced after it landed "
@@ -460,7 +463,14 @@ class Lander:
     def _archive_group(self, product: Product, key: str, start: int, upper, head: int, res: ProductResult, deadline):
         """The next object cut from an archive file (verified, ids contiguous from start + 1), or None: REST."""
         notes: list[str] = []
-        sl = self.source.archive.slice(self.store, product, start, upper, head, notes, deadline)
+        try:
+            sl = self.source.archive.slice(self.store, product, start, upper, head, notes, deadline)
+        except ArchiveReplaced as e:  # reported (exit 1), never mixed in: REST pages the rest of the file's days
+            log.warning("%s", e)
+            if e.entry.get("file") not in {r.get("file") for r in res.replaced}:  # the recheck may have seen it
+                res.replaced.append(e.entry)
+            notes.append(str(e))
+            sl = None
         if notes:
             _warn(res, notes)
         if sl is None:

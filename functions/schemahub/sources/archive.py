@@ -17,8 +17,11 @@ archive file, or None, and then the lander pages over REST as before. The rules:
   A file that lacks trade c+1 (a partial or missing day) is never bridged: REST pages that range, and
   either lands the trades the archive lacks or confirms the hole as the exchange's (a reported gap).
 - Each file used is recorded (layout.archive_record_key) with its SHA-256, create-only. A file whose
-  checksum no longer matches its record (replaced by the exchange) is refused for landing, and files of the
-  last `recheck_days` days are checked again on every run: a replaced file is reported, never mixed in.
+  checksum no longer matches its record (replaced by the exchange) is refused for landing (ArchiveReplaced:
+  the lander reports it and REST pages the rest of its days), and files of the last `recheck_days` days are
+  checked again on every run: a replaced file is reported, never mixed in.
+- A verified file that is not one readable CSV of trades (damaged at the exchange) is paged over REST, like a
+  missing day, with a warning: every run would fail on it again.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ from schemahub.errors import (
     ArchiveError,
     ArchiveReplaced,
     ArchiveTooLarge,
+    ArchiveUnreadable,
     BodyTooLarge,
     DeadlineReached,
     NotFound,
     PreconditionFailed,
+    RetryBudgetExhausted,
 )
 from schemahub.layout import archive_record_key, archive_record_prefix
 from schemahub.sources.http import HttpClient, RateLimiter
@@ -74,15 +79,29 @@ class ArchiveFile:
 
 @dataclass
 class LoadedFile:
-    """A verified file's data rows, verbatim, and their ids (pyarrow int64)."""
+    """A verified file's data rows, verbatim, and their ids (pyarrow int64).
+
+    The rows are held once, as the file's bytes and where each row starts (not a Python object per row: a busy
+    pair's day is GiBs); `rows(a, b)` cuts rows a..b-1 for one slice."""
 
     file: ArchiveFile
     sha256: str
-    lines: list[bytes]
+    data: bytes  # the CSV (line ends made \n)
+    bounds: pa.Array  # int64, len = rows + 1: row i is data[bounds[i] : bounds[i + 1] - 1]
     ids: pa.Array
     header_lines: int  # 1 when the file had a header row (dropped), else 0
     breaks: list[int]  # row indexes i where ids[i + 1] != ids[i] + 1
     recorded: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def rows(self, a: int, b: int) -> list[bytes]:
+        """Rows a..b-1, verbatim (without their line ends)."""
+        if b <= a:
+            return []
+        return self.data[self.bounds[a].as_py(): self.bounds[b].as_py() - 1].split(b"\n")
 
     @property
     def first_id(self) -> int | None:
@@ -193,7 +212,8 @@ class ArchiveSource:
         if len(parts) < 1 or not _SHA.match(parts[0].lower()):
             raise ArchiveError(f"{self.exchange}: {url} is not `<sha256>  <file name>` ({resp.body[:100]!r}); "
                                f"{f.name} is not landed without a checksum to verify it against")
-        if len(parts) >= 2 and parts[1].rsplit("/", 1)[-1] != f.name:
+        # `<sha256>  <name>` (sha256sum's text mode) or `<sha256> *<name>` (its binary mode), maybe with a path
+        if len(parts) >= 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] != f.name:
             raise ArchiveError(f"{self.exchange}: {url} names {parts[1]!r}, not {f.name}: {f.name} is not landed")
         return parts[0].lower()
 
@@ -257,61 +277,54 @@ class ArchiveSource:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 members = [i for i in z.infolist() if not i.is_dir()]
                 if len(members) != 1:
-                    raise ArchiveError(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
+                    raise ArchiveUnreadable(f"{self.exchange}: {f.name} holds {len(members)} files, not one CSV: not landed")
                 if members[0].file_size > self.spec.max_csv_bytes:
                     raise ArchiveTooLarge(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
                                        f"archive.source.max_csv_bytes ({self.spec.max_csv_bytes}): not landed")
                 csv = z.read(members[0])
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
-            raise ArchiveError(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
                                f"({type(e).__name__}: {e}): not landed") from None
+        if csv.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of the first row
+            csv = csv[3:]
         if b"\r" in csv:
             csv = csv.replace(b"\r\n", b"\n")
-        header = 0
+        header, begin, end = 0, 0, len(csv)
         first_field = csv[: csv.find(b",")] if b"," in csv[:200] else csv[:20]
         if csv and not first_field.strip().isdigit():  # a header row (spot files have none): dropped
             header = 1
             nl = csv.find(b"\n")
-            csv = b"" if nl < 0 else csv[nl + 1:]
-        if not csv:  # (the only CSV without a line)
-            return LoadedFile(f, sha, [], pa.array([], pa.int64()), header, [])
-        # The ids are read (pyarrow, without the GIL) while the rows are split into lines.
-        box: dict = {}
-
-        def read_ids() -> None:
-            try:
-                box["table"] = pacsv.read_csv(
-                    pa.BufferReader(csv),
-                    read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                    parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-                    convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
-            except Exception as e:  # noqa: BLE001 - handed to the caller's thread
-                box["error"] = e
-
-        reader = threading.Thread(target=read_ids, name="archive-ids")
-        reader.start()
+            begin = end if nl < 0 else nl + 1
+        while end > begin and csv[end - 1] == 10:  # the last row's line end, and blank lines after it: not rows
+            end -= 1
+        if end <= begin:
+            return LoadedFile(f, sha, b"", pa.array([0], pa.int64()), pa.array([], pa.int64()), header, [])
+        body = pa.py_buffer(csv).slice(begin, end - begin)  # no copy
+        octets = pa.Array.from_buffers(pa.uint8(), len(body), [None, body])
+        newlines = pc.indices_nonzero(pc.equal(octets, pa.scalar(10, pa.uint8())))  # a uint8 scalar: no cast
+        bounds = pa.concat_arrays([pa.array([begin], pa.int64()),
+                                   pc.add(pc.cast(newlines, pa.int64()), begin + 1),
+                                   pa.array([end + 1], pa.int64())])
+        del newlines
+        n = len(bounds) - 1
         try:
-            lines = csv.split(b"\n")
-        finally:
-            reader.join()
-        if lines and lines[-1] == b"":
-            lines.pop()
-        e = box.get("error")
-        if isinstance(e, (pa.ArrowInvalid, pa.ArrowTypeError)):
-            raise ArchiveError(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
+            table = pacsv.read_csv(
+                pa.BufferReader(body),
+                read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
-        if e is not None:
-            raise e
-        table = box["table"]
         ids = table.column("f0").combine_chunks()
-        if len(ids) != len(lines) or ids.null_count:
-            raise ArchiveError(f"{self.exchange}: {f.name}: {len(lines)} lines but {len(ids)} CSV rows "
+        if len(ids) != n or ids.null_count:
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {n} lines but {len(ids)} CSV rows "
                                f"({ids.null_count} without an id): not landed")
         breaks: list[int] = []
         if len(ids) > 1:
             step = pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1))
             breaks = pc.indices_nonzero(pc.not_equal(step, 1)).to_pylist()
-        return LoadedFile(f, sha, lines, ids, header, breaks)
+        return LoadedFile(f, sha, csv, bounds, ids, header, breaks)
 
     # ------------------------------------------------------------ landing
     def begin(self, product_id: str) -> None:
@@ -362,7 +375,7 @@ class ArchiveSource:
                 return None
         self._record(store, product, lf, st, deadline)
         stop = min(lf.run_end(row), row + self.spec.rows_per_object, row + (top - cursor))
-        lines = lf.lines[row:stop]
+        lines = lf.rows(row, stop)
         first_line = row + 1 + lf.header_lines  # line numbers in the CSV file, 1-based, inclusive
         return Slice(cursor, cursor + len(lines), lines,
                      {"file": lf.file.name, "sha256": lf.sha256, "rows": [first_line, first_line + len(lines) - 1]},
@@ -405,6 +418,12 @@ class ArchiveSource:
                     f"{self.exchange}: {product.symbol}: archive file {f.name} is too large for this run ({e}): "
                     "paging that day over REST (raise archive.source.max_file_bytes / max_csv_bytes to use it)"))
                 continue
+            except ArchiveUnreadable as e:  # the exchange's own (verified) file is damaged: every run would fail
+                st.missing.add(f.name)
+                self._tell(st, notes, (f.name, "unreadable"), (
+                    f"{e}; paging that day over REST (its page checks land the "
+                    "trades or confirm a gap)"))
+                continue
             if lf is None:
                 st.missing.add(f.name)
                 if not f.monthly:
@@ -429,21 +448,23 @@ class ArchiveSource:
             return
         key = archive_record_key(self.exchange, product.product_id, lf.file.name)
         doc = {"file": lf.file.name, "path": lf.file.path, "sha256": lf.sha256, "first_day": lf.file.first_day.isoformat(),
-               "last_day": lf.file.last_day.isoformat(), "rows": len(lf.lines), "first_id": lf.first_id,
+               "last_day": lf.file.last_day.isoformat(), "rows": lf.count, "first_id": lf.first_id,
                "last_id": lf.last_id, "recorded_at": self.clock.now().isoformat()}
         try:
             store.put(key, json.dumps(doc, sort_keys=True, indent=1).encode(), if_none_match=True)
         except PreconditionFailed:
             before = self._read_record(store, key)
             if before is None or before.get("sha256") != lf.sha256:
+                # Never mixed in, and never a product failed on every run: the rest of its days is REST's.
                 st.loaded = None
+                st.missing.add(lf.file.name)
+                landed = None if before is None else before.get("sha256")
                 raise ArchiveReplaced(
                     f"{self.exchange}: {product.symbol}: archive file {lf.file.name} was replaced by the exchange: rows "
-                    f"of it landed with SHA-256 {None if before is None else before.get('sha256')}, it is now "
-                    f"{lf.sha256}. Nothing of the new file is mixed in; compare the two (see {key}) and re-ingest "
-                    "that day into another storage if the new one is right. If no raw object names the file in its "
-                    f"header's source (a run died between the record and its first slice), delete {key} and run "
-                    "again") from None
+                    f"of it may have landed with SHA-256 {landed} (see {key}), it is now {lf.sha256}. Nothing of the "
+                    "new file is mixed in: the rest of its days is paged over REST. Compare the two and re-ingest "
+                    "that day into another storage if the new one is right",
+                    {"file": lf.file.name, "landed_sha256": landed, "now_sha256": lf.sha256}) from None
         lf.recorded = True
 
     @staticmethod
@@ -454,10 +475,12 @@ class ArchiveSource:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def recheck(self, store, product, deadline=None) -> list[dict]:
+    def recheck(self, store, product, deadline=None, notes: list[str] | None = None) -> list[dict]:
         """Check the files landed for the last recheck_days days against their checksum files now.
 
-        Returns one entry per replaced file: {"file", "landed_sha256", "now_sha256"}.
+        Returns one entry per replaced file: {"file", "landed_sha256", "now_sha256"}. A checksum that cannot be
+        read now (garbled, unreachable) is a note, never a failure: the recheck only reports, and must not stop
+        the product's new trades from landing.
         """
         if self.spec.recheck_days <= 0:
             return []
@@ -476,7 +499,15 @@ class ArchiveSource:
                 continue
             if last < since:
                 continue
-            now = self.checksum(f, deadline)
+            try:
+                now = self.checksum(f, deadline)
+            except (ArchiveError, RetryBudgetExhausted, BodyTooLarge) as e:
+                text = (f"{self.exchange}: {product.symbol}: could not recheck archive file {f.name} landed earlier "
+                        f"({e}); a later run checks it again")
+                log.warning("%s", text)
+                if notes is not None:
+                    notes.append(text)
+                continue
             if now is not None and now != doc.get("sha256"):
                 out.append({"file": f.name, "landed_sha256": doc.get("sha256"), "now_sha256": now})
         return out

@@ -121,21 +121,28 @@ class Source(abc.ABC):
         return {**{k: v.replace("{symbol}", symbol) for k, v in self.t.query.items()}, **params}
 
     def record_ids(self, records) -> list[int]:
-        """Each record's integer trade id; a record without one, or with an id spelled any other way than the
-        canonical decimal integer ('099', '99.0', ' 99', '+99', 9.9e1, true), makes the page retryable: int()
-        would read such a misprint as another trade's id."""
+        """Each record's integer trade id, for the page checks; a record without one makes the page retryable.
+
+        An id printed as another exact spelling of an integer ('099', '+99', ' 99', '99.0', 99.0) is read as
+        that integer: the exchange prints it so on every request, so refusing it would stop the product there
+        for good. Raw keeps the line as served and the transform quarantines it (field, value, reason), so it
+        never reaches the table. A value that is no exact integer (99.5, true, '9.9e1', '٩٩') makes the page
+        retryable: read as a number it could be another trade's id."""
         try:
             raw = list(map(itemgetter(self.t.id_field), records))
-            ids = list(map(int, raw))
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            odd = _first_non_canonical(records, self.t.id_field)
-            if odd is not _NONE:
-                raise Retryable(_spelling(odd, self.t.id_field)) from None
+        except (KeyError, IndexError, TypeError) as e:
             raise Retryable(f"a record lacks an integer trade id at {self.t.id_field!r}: {e}") from None
-        for v, i in zip(raw, ids):
-            if type(v) is not int and (type(v) is not str or v != str(i)):
-                raise Retryable(_spelling(v, self.t.id_field))
-        return ids
+        try:
+            ids = list(map(int, raw))
+        except (TypeError, ValueError):
+            ids = None
+        if ids is not None:
+            for v, i in zip(raw, ids):
+                if type(v) is not int and (type(v) is not str or v != str(i)):
+                    break
+            else:
+                return ids
+        return [_integer_of(v, self.t.id_field) for v in raw]
 
     def trades_page(self, symbol: str, params: dict, deadline=None) -> tuple[ParsedPage, list[int], Response]:
         """GET one page of trades with the spec's query and headers: (page, trade ids, response)."""
@@ -300,24 +307,23 @@ def parse_time(value, fmt: str) -> datetime:
 
 # ------------------------------------------------------------------ trade-id spellings (record_ids)
 
-_NONE = object()
+_INTEGER_SPELLING = re.compile(r"\s*\+?([0-9]+)(?:\.0*)?\s*", re.ASCII)
 
 
-def _first_non_canonical(records, field):
-    """The first id value present but not a canonical decimal integer (_NONE if every present one is)."""
-    for r in records:
-        try:
-            v = r[field]
-        except (KeyError, IndexError, TypeError):
-            continue
-        if type(v) is int:
-            continue
-        if type(v) is not str or not v.isascii() or not v.isdigit() or (len(v) > 1 and v[0] == "0"):
-            return v
-    return _NONE
+def _integer_of(value, field) -> int:
+    """The integer an id value spells exactly (see Source.record_ids), else Retryable naming it."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if type(value) is str:
+        m = _INTEGER_SPELLING.fullmatch(value)
+        if m:
+            return int(m.group(1))
+    raise Retryable(_spelling(value, field))
 
 
 def _spelling(value, field) -> str:
-    return (f"trade id {value!r} at {field!r} is not a canonical decimal integer (a misprint: read as a number "
-            "it would be another trade's id); the page is asked again, and if the exchange keeps printing it "
-            "the product stops here, nothing landed past it")
+    return (f"trade id {value!r} at {field!r} is not an integer (neither canonical decimal nor another exact "
+            "spelling of one: read as a number it could be another trade's id); the page is asked again, and if "
+            "the exchange keeps printing it the product stops before that page (nothing of it lands)")

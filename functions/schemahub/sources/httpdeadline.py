@@ -40,31 +40,25 @@ def request_deadline(clock, until: float):
         _current.value = old
 
 
-class _DeadlineRaw(io.RawIOBase):
-    """socket.SocketIO's reading half, with the socket timeout cut to what the request has left."""
+class _DeadlineRaw(socket.SocketIO):
+    """socket.SocketIO's reading half, with the socket timeout cut to what the request has left.
+
+    A SocketIO (not a bare RawIOBase) so that the socket counts this reader as a user: urllib3 closing a
+    connection that http.client still reads (HTTP/1.0, `Connection: close`) then leaves the descriptor open
+    until the reader is closed, exactly as with socket.makefile."""
 
     def __init__(self, sock: socket.socket, clock, until: float) -> None:
-        super().__init__()
-        self._sock, self._clock, self._until = sock, clock, until
+        super().__init__(sock, "rb")
+        sock._io_refs += 1  # what socket.makefile does; SocketIO.close() gives it back (_decref_socketios)
+        self._clock, self._until = clock, until
         self._read_s = sock.gettimeout()  # urllib3 has just set the read timeout
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, b) -> int:
         left = self._until - self._clock.monotonic()
         if left <= 0:
             raise socket.timeout("the whole request's deadline has passed")
         self._sock.settimeout(left if self._read_s is None else min(self._read_s, left))
-        try:
-            return self._sock.recv_into(b)
-        except socket.timeout:
-            raise
-        except InterruptedError:
-            return 0
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
+        return super().readinto(b)
 
 
 class _DeadlineSock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemahub import settings
+from schemahub.errors import UsageError
 from schemahub.store.base import ObjectInfo, ObjectStore, StoredObject
 
 DEFAULT_STORAGE = "./data"
@@ -17,7 +18,13 @@ def open_store(location: str | None = None) -> ObjectStore:
         location = settings.storage() or DEFAULT_STORAGE
     location = settings.storage_location(location, "storage")
     if location.startswith("s3://"):
-        from schemahub.store.s3 import S3Store
+        try:
+            from schemahub.store.s3 import S3Store
+        except ModuleNotFoundError as e:  # boto3 is the `aws` extra, not a dependency of the local path
+            if (e.name or "").split(".")[0] not in ("boto3", "botocore"):
+                raise
+            raise UsageError(f"storage {location!r} needs boto3, which is not installed: "
+                             "pip install boto3 (the package's `aws` extra: pip install '.[aws]' from a checkout)") from None
 
         bucket, _, prefix = location[5:].partition("/")
         return S3Store(bucket, prefix)

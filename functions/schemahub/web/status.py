@@ -173,6 +173,13 @@ def candles_payload(store: ObjectStore, *, exchange: str | None, product: str | 
                           "OR upper(symbol) = upper(?))", [exchange, product, product]).fetchone()[0] or product.upper()
         first, last = con.execute("SELECT min(trade_time), max(trade_time) FROM trades WHERE exchange = ? "
                                   "AND product_id = ?", [exchange, pid]).fetchone()
+        if first is None:  # a typo must not read as "no trades yet"; a product whose rows all sit in quarantine
+            # still charts (empty), as the page lists it
+            held = {(e, p) for e, p in con.execute("SELECT DISTINCT exchange, product_id FROM trades").fetchall()}
+            if (exchange, pid) not in held | set(quarantined_rows(store)):
+                there = ", ".join(f"{e} {p}" for e, p in sorted(held)) or "none yet"
+                raise UsageError(f"no trades for exchange={exchange!r} product={product!r} under {store.uri} "
+                                 f"(there: {there}); product is the unified id or the exchange's symbol")
         if t_end is None:
             t_end = _floor(last, width) + width if last is not None else datetime.now(timezone.utc)
         if t_start is None:  # the last DEFAULT_CANDLES intervals, or fewer when the data starts later
