@@ -84,8 +84,13 @@ def drop_from_raw(store, key: str, ids: set[int], id_of) -> None:
     header, lines = rawobject.decode(store.get(key).data, key)
     kept = [ln for ln in lines if id_of(ln) not in ids]
     kept_ids = [id_of(ln) for ln in kept]
-    doc = dict(header.doc, count=len(kept), min_id=min(kept_ids), max_id=max(kept_ids))
-    store.put(key, rawobject.encode(doc, kept))
+    doc = dict(header.doc, count=len(kept), min_id=min(kept_ids, default=None), max_id=max(kept_ids, default=None))
+    store.put(key, rawobject.encode(doc, kept))  # with nothing kept, a header-only object over the same range
+
+
+def keys_holding(store, ids: set[int]) -> list[str]:
+    """Every raw object whose cursor range holds one of ids (the last trades can span two small objects)."""
+    return sorted({key_holding(store, i) for i in ids})
 
 
 def parts(store) -> list[str]:

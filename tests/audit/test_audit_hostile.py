@@ -22,6 +22,7 @@ from tests.audit.test_audit import (
     drop_from_raw,
     holes,
     key_holding,
+    keys_holding,
     landed,
     parts,
     raw_keys,
@@ -115,9 +116,9 @@ def test_a_hole_at_the_first_and_at_the_last_id_of_the_chain_is_found_and_repair
     with landed(tmp_path) as (store, s, b, src):
         first, last = b.first_id, b.head()
         for ids in ({first, first + 1, first + 2}, {last - 1, last}):
-            key = key_holding(store, min(ids))
-            drop_from_raw(store, key, ids, s.id_of)
-            Transformer(store).transform_object(key, rebuild=True)
+            for key in keys_holding(store, ids):
+                drop_from_raw(store, key, ids, s.id_of)
+                Transformer(store).transform_object(key, rebuild=True)
         res = run_audit(store)
         assert holes(res) == [(first, first + 2, au.UNEXPLAINED), (last - 1, last, au.UNEXPLAINED)], res.to_dict()
         fixed = run_audit(store, repair=True, source_for=lambda ex: src)
@@ -337,9 +338,9 @@ def test_a_window_over_the_first_and_last_days_finds_the_holes_at_the_chains_end
     with landed(tmp_path) as (store, s, b, _):
         first, last = b.first_id, b.head()
         for ids in ({first, first + 1}, {last - 1, last}):
-            key = key_holding(store, min(ids))
-            drop_from_raw(store, key, ids, s.id_of)
-            Transformer(store).transform_object(key, rebuild=True)
+            for key in keys_holding(store, ids):
+                drop_from_raw(store, key, ids, s.id_of)
+                Transformer(store).transform_object(key, rebuild=True)
         d0, d1 = day_of(b, first + 2), day_of(b, last - 2)
         assert d0 != d1
         lo = run_audit(store, start=d0, end=d0)
