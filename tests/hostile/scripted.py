@@ -21,8 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from schemahub.sim.base import LoopbackHandler
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,7 @@ class ScriptedServer:
     def start(self) -> str:
         srv = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(LoopbackHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 seen = Seen(parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}, dict(self.headers))

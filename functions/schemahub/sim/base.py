@@ -269,6 +269,20 @@ class _Bucket:
 _HTML = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>cloudflare</center></body></html>"
 
 
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler for loopback servers (the simulators, the tests' scripted servers): keep-alive like
+    a real exchange, no Nagle delay on small answers, no access log."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 class ExchangeSim:
     """A simulated exchange: books, faults, an optional server-side rate limit, and a request log.
 
@@ -377,16 +391,7 @@ class ExchangeSim:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         sim = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(LoopbackHandler):
             def _send(self, status: int, body: bytes, headers: dict | None = None, ctype: str = "application/json; charset=utf-8") -> None:
                 with sim._lock:
                     sim.status_counts[status] = sim.status_counts.get(status, 0) + 1
