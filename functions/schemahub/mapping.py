@@ -185,11 +185,33 @@ class CsvTableMapping(_Strict):
 
 _VAL = r'(?P<v>"(?:[^"\\]|\\.)*"|[^,}\]\s]+)'
 _ELEM = r'(?:"(?:[^"\\]|\\.)*"|[^,\]"\s]*)'
-_DECIMAL = r"^-?[0-9]{1,26}(\.[0-9]{1,12})?$"
+_DECIMAL_BARE = r"-?[0-9]{1,26}(?:\.[0-9]{1,12})?"
+_DECIMAL = "^" + _DECIMAL_BARE + "$"
 _TOO_PRECISE = r"^-?[0-9]+\.[0-9]{13,}$"
-_RFC3339_US = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
+_RFC3339_US_BARE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+_RFC3339_US = "^" + _RFC3339_US_BARE + "$"
 _FLOAT_S = r"^(?P<secs>[0-9]{1,12})(?:\.(?P<frac>[0-9]{0,12}))?$"
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1, "epoch_ns": -1_000}
+
+
+def all_match(text, bare: str) -> bool:
+    """Whether every value of text (a StringArray) matches the anchorless pattern bare whole, none null.
+
+    One RE2 pass over the values joined by newlines, instead of one match per value (several times
+    cheaper). bare must not match a newline; a value holding one can still pass here (its pieces each
+    match), so a caller follows a True with a strict cast, which refuses it, before trusting the values.
+    False means "look row by row", never "some value is bad".
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(text)
+    if n == 0 or text.null_count:
+        return False
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), text), "\n")
+    return bool(pc.match_substring_regex(joined, r"\A(?:" + bare + r"\n)*" + bare + r"\z")[0].as_py())
 
 
 class Compiled:
@@ -226,7 +248,9 @@ class Compiled:
             if isinstance(col, ConstField):
                 out[name] = pa.array([col.value] * n, pa.string()) if n else pa.array([], pa.string())
                 continue
-            text = _exact_text(parsed, col.path, n)
+            text, ints = _exact_text(parsed, col.path, n)
+            if ints is not None:
+                state.ints[name] = ints
             if text is None:
                 if src is None:
                     src = _TextSource(lines.array if hasattr(lines, "array") else lines)
@@ -252,6 +276,12 @@ def _convert(name: str, col, text, state, out: dict) -> None:
     if col.type == "string":
         out[name] = text
     elif col.type == "decimal":
+        if all_match(text, _DECIMAL_BARE):
+            try:
+                out[name] = pc.cast(text, DECIMAL)  # every value is a plain decimal: the common case
+                return
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass  # cannot happen for values that match; the row-by-row path decides
         fine = pc.match_substring_regex(text, _DECIMAL)
         if not pc.all(pc.fill_null(fine, True)).as_py():
             state.mark(pc.match_substring_regex(text, _TOO_PRECISE), name, "more than 12 decimals (never rounded)", text)
@@ -281,6 +311,7 @@ class _Bad:
         self.field = pa.nulls(n, pa.string())
         self.value = pa.nulls(n, pa.string())
         self.texts: dict = {}  # each mapped field's source text, for later value checks
+        self.ints: dict = {}   # fields read as JSON integers: their int64 values (the text is these, printed)
 
     def mark(self, cond, field: str, reason, text) -> None:
         """Record reason (text, or one per row) for rows where cond holds and no earlier reason does."""
@@ -315,60 +346,67 @@ def _read_objects(n: int, body: bytes, schema):
 
 
 def _exact_text(parsed, path, n: int):
-    """A field's exact text from the parsed rows, or None where only the regex path is exact (floats)."""
+    """(a field's exact text from the parsed rows, or None where only the regex path is exact (floats);
+    its int64 values when it was read as JSON integers, else None)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if parsed is None or isinstance(path, int):
-        return None
+        return None, None
     head, _, sub = path.partition(".")
     if head not in parsed.column_names:
-        return pa.nulls(n, pa.string())
+        return pa.nulls(n, pa.string()), None
     col = parsed[head].combine_chunks()
     if sub:
         if not pa.types.is_struct(col.type):
-            return None
+            return None, None
         if col.type.get_field_index(sub) < 0:
-            return pa.nulls(n, pa.string())
+            return pa.nulls(n, pa.string()), None
         col = pc.struct_field(col, sub)
     t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return col.cast(pa.string())
+        return col.cast(pa.string()), None
+    if pa.types.is_signed_integer(t):
+        return pc.cast(col, pa.string()), pc.cast(col, pa.int64())  # integers print exactly
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return pc.cast(col, pa.string())  # integers and booleans print exactly
+        return pc.cast(col, pa.string()), None
     if pa.types.is_null(t):
-        return pa.nulls(n, pa.string())
-    return None  # doubles (or nested values): take the source text instead
+        return pa.nulls(n, pa.string()), None
+    return None, None  # doubles (or nested values): take the source text instead
 
 
 def _first_line_schema(body: bytes | None, paths: list):
-    """An explicit read schema for the mapped keys, inferred from this object's first line alone.
+    """An explicit read schema for the mapped keys, from this object's first line alone.
 
-    None (infer the whole object) if the rows are not objects, or the first line lacks a mapped key or
-    holds it as anything but a string, integer or boolean: a schema must never hide a key or a sub-key
-    that a later line of the same object has.
+    None (infer the whole object) if the rows are not objects, or the first line lacks a mapped key, repeats
+    a key, or holds a mapped value as anything but a string, an int64 integer or a boolean: a schema must never
+    hide a key or a sub-key that a later line of the same object has. The line is read with json (one line, no
+    per-row cost); its types are the ones Arrow's reader gives the same values.
     """
+    import json
+
     import pyarrow as pa
-    import pyarrow.json as pj
 
     if not body or body[:1] != b"{" or any(isinstance(p, int) for p in paths):
         return None
     first = body[: body.find(b"\n") + 1 or len(body)]
     try:
-        row = pj.read_json(pa.BufferReader(first), read_options=pj.ReadOptions(use_threads=False))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        row = json.loads(first, object_pairs_hook=_unique_keys)
+    except (ValueError, UnicodeDecodeError, _RepeatedKey):
+        return None
+    if not isinstance(row, dict):
         return None
     fields: dict = {}
     for path in paths:
         head, _, sub = path.partition(".")
-        if head not in row.column_names:
+        if head not in row:
             return None
-        t = row.schema.field(head).type
         if sub:
-            if not pa.types.is_struct(t) or t.get_field_index(sub) < 0:
+            inner = row[head]
+            if not isinstance(inner, dict) or sub not in inner:
                 return None
-            st = t.field(sub).type
-            if not _scalar(st):
+            st = _json_type(inner[sub])
+            if st is None:
                 return None
             prev = fields.get(head)
             if prev is not None and not pa.types.is_struct(prev):
@@ -377,16 +415,35 @@ def _first_line_schema(body: bytes | None, paths: list):
             subs[sub] = st
             fields[head] = pa.struct(list(subs.items()))
         else:
-            if not _scalar(t) or (head in fields and fields[head] != t):
+            t = _json_type(row[head])
+            if t is None or (head in fields and fields[head] != t):
                 return None
             fields[head] = t
     return pa.schema(list(fields.items()))
 
 
-def _scalar(t) -> bool:
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _RepeatedKey
+    return d
+
+
+def _json_type(value):
+    """Arrow's type for one JSON scalar that reads back exactly (string, int64, bool), else None."""
     import pyarrow as pa
 
-    return pa.types.is_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64() if -(2**63) <= value < 2**63 else None
+    if isinstance(value, str):
+        return pa.string()
+    return None
 
 
 _NESTED = "\x01nested"  # stands for a collapsed nested value; cannot occur unquoted in JSON
@@ -510,6 +567,11 @@ def _time_micros(text, fmt: str):
     from schemahub.table import TIMESTAMP
 
     if fmt == "rfc3339":
+        if all_match(text, _RFC3339_US_BARE):
+            try:  # every value plain, none null: one cast (strict: an impossible date is refused)
+                return pc.cast(pc.cast(text, TIMESTAMP), pa.int64()), pa.repeat(pa.scalar(False), len(text))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return _rfc3339_checked(text)
         # Common case: at most 6 fraction digits, which Arrow casts exactly (and strictly: it refuses
         # impossible dates, so a refusal sends the object to the checked path below).
         plain = pc.match_substring_regex(text, _RFC3339_US)

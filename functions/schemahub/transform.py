@@ -49,11 +49,16 @@ _ENCODING = {"trade_id": "DELTA_BYTE_ARRAY", "trade_time": "DELTA_BINARY_PACKED"
 _DICT = ["symbol", "base_asset", "quote_asset", "side", "ingested_at", "raw_key", "price"]
 
 
+#: Min/max statistics for the columns queries filter on (a time window; an id range, as the audit asks).
+#: Statistics on every column cost 40% of the write (bench/bench_transform.py) and prune nothing more.
+_STATISTICS = ["trade_time", "trade_id"]
+
+
 def write_parquet(table: pa.Table) -> bytes:
-    """Deterministic zstd Parquet with statistics, sorted input assumed."""
+    """Deterministic zstd Parquet with statistics on trade_time and trade_id, sorted input assumed."""
     sink = io.BytesIO()
     pq.write_table(
-        table, sink, compression="zstd", compression_level=1, write_statistics=True,
+        table, sink, compression="zstd", compression_level=1, write_statistics=_STATISTICS,
         use_dictionary=_DICT, column_encoding=_ENCODING, row_group_size=1_000_000,
         coerce_timestamps="us", allow_truncated_timestamps=False, store_schema=True,
     )
@@ -371,19 +376,32 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
     except NotText as e:
         raise DamagedObject(raw_key, str(e)) from None
     _check_values(cols, bad, fetched)
+    ints, printed = bad.ints.get("trade_id"), True  # read as JSON integers: printed back canonically
+    if ints is None or ints.null_count:
+        ints, printed = (_int_ids(cols["trade_id"]) if n else None), False
     if integer_ids and n:
-        _check_integer_ids(cols["trade_id"], bad)
-    ints = _int_ids(cols["trade_id"]) if n else None
+        _check_integer_ids(cols["trade_id"], bad, ints, printed=printed)
     info = {"duplicates": 0, "id_range": None, "header_rows": skipped}
     if ints is not None:
         info["id_range"] = tuple(v.as_py() for v in pc.min_max(ints).values())
     good = bad.reason.is_null()
-    drop = _duplicates(cols, good, bad, n, ints)
+    # When every row is good: the time order (None: already in order), and whether the ids, taken in that
+    # order, strictly increase (then all are distinct: no duplicate to look for). The usual case, for a
+    # REST chain (ids rise with time) and an archive file alike.
+    order, distinct = None, False
+    if n > 1 and good.true_count == n:
+        t = cols["trade_time"]
+        if not pc.all(pc.greater_equal(t.slice(1), t.slice(0, n - 1))).as_py():
+            order = pc.sort_indices(t)  # stable: equal times keep raw-line order, so output is deterministic
+        if ints is not None:
+            s = ints if order is None else ints.take(order)
+            distinct = pc.all(pc.greater(s.slice(1), s.slice(0, n - 1))).as_py()
+    drop = None if distinct else _duplicates(cols, good, bad, n, ints)
     if drop is not None:
-        info["duplicates"] = pc.sum(pc.cast(drop, pa.int64())).as_py() or 0
+        info["duplicates"] = drop.true_count
         good = bad.reason.is_null()  # a repeat with other values is now marked bad
     keep = good if drop is None else pc.and_(good, pc.invert(drop))
-    n_good = pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
+    n_good = keep.true_count
     product_id = header["product_id"]
     base, _, quote = product_id.partition("-")
     const = {
@@ -393,19 +411,23 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
     arrays = []
     for f in FILE_SCHEMA:
         if f.name in cols:
-            arr = cols[f.name].filter(keep) if n_good != n else cols[f.name]
+            arr = cols[f.name]
+            if n_good != n:
+                arr = arr.filter(keep)
+            elif order is not None:
+                arr = arr.take(order)  # every row kept: sorted here, column by column (constants need no sort)
             arrays.append(arr.cast(f.type))
         else:
             arrays.append(constant(const[f.name], f.type, n_good))
     table = pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
-    if n_good > 1:
+    if n_good > 1 and n_good != n:
         # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic. Rows
         # already in time order (an archive file, oldest first) are left as they are: the same result.
         t = table["trade_time"]
         if not pc.all(pc.greater_equal(t.slice(1), t.slice(0, n_good - 1))).as_py():
             table = table.take(pc.sort_indices(t))
     empty = pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
-    n_bad = n - pc.sum(pc.cast(good, pa.int64())).as_py() if n else 0
+    n_bad = n - good.true_count if n else 0
     if n_bad == 0:
         return table, empty, info
     bad_mask = pc.invert(good)
@@ -449,10 +471,18 @@ def _check_values(cols: dict, bad, fetched: datetime) -> None:
 CANONICAL_ID = r"^(0|[1-9][0-9]*)$"
 
 
-def _check_integer_ids(ids: pa.Array, bad) -> None:
+def _check_integer_ids(ids: pa.Array, bad, ints: pa.Array | None = None, *, printed: bool = False) -> None:
     """Quarantine any spelling of an integer id but the canonical decimal one ('099', '99.0', ' 99', '+99',
     '9.9e1'): read as a number it would merge with another trade, read as text it would be a second row for
-    one trade, and the table keeps ids exactly as printed. One anchored regex pass, over the ids only."""
+    one trade, and the table keeps ids exactly as printed.
+
+    ints: the ids as int64 when every one reads as an integer. Then the canonical spelling of each is the one
+    int64 prints back (no sign, no leading zero, no space): ids equal to their printed value, none negative,
+    are all canonical, without a regex. printed: ids is ints printed (JSON integers read by Arrow), so only the
+    sign is left to check. Otherwise one anchored regex pass over the ids decides, row by row."""
+    if ints is not None and len(ints) and pc.min(ints).as_py() >= 0 \
+            and (printed or pc.all(pc.equal(pc.cast(ints, pa.string()), ids)).as_py()):
+        return
     ok = pc.match_substring_regex(ids, CANONICAL_ID)
     if ok.null_count == 0 and pc.all(ok).as_py():
         return
