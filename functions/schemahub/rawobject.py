@@ -14,13 +14,20 @@ Trade lines are JSON records (REST pages) or, when the header says
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from schemahub.errors import DamagedObject
+
+try:  # ISA-L's gzip: the same format, 3x faster to write and 2-4x to read than zlib (bench/bench_archive.py)
+    from isal import igzip as _gzip
+    from isal.isal_zlib import error as _codec_error
+except ImportError:  # a platform without an isal wheel: the standard library, same bytes on disk format
+    import gzip as _gzip
+
+    _codec_error = zlib.error
 
 FORMAT = "schemahub.raw/1"
 LINES_JSON, LINES_CSV = "json", "csv"   # what the trade lines are; a header without "lines" holds JSON
@@ -83,7 +90,17 @@ def encode(header: dict, lines: list[bytes]) -> bytes:
     """gzip(header line + one verbatim trade per line); deterministic bytes (mtime=0)."""
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     body = b"\n".join([head, *lines]) + b"\n"
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def encode_block(header: dict, block: bytes) -> bytes:
+    """encode(header, lines) for lines given as one block, b"\\n".join(lines): no Python object per line.
+
+    The block holds header["count"] lines (an archive slice's rows, cut from the file's bytes at its row bounds;
+    the transform checks the count again); with a count of 0 it is empty."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    body = head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
+    return _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def _parse_header(line: bytes, key: str) -> RawHeader:
@@ -119,8 +136,8 @@ def _gunzip(data: bytes, key: str) -> bytes:
     if not data:
         raise DamagedObject(key, "empty (0 bytes): not a gzip object")
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
+        return _gzip.decompress(data)
+    except (OSError, EOFError, zlib.error, _codec_error) as e:
         raise DamagedObject(key, f"not a complete gzip object ({type(e).__name__}: {e}); {len(data)} bytes") from None
 
 

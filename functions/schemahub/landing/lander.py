@@ -476,14 +476,15 @@ class Lander:
         if sl is None:
             return None
         res.pages += sl.sent
-        header = self._header(product, start, sl.end, len(sl.lines), sl.min_id, sl.max_id, sl.requests,
+        header = self._header(product, start, sl.end, sl.count, sl.min_id, sl.max_id, sl.requests,
                               lines=rawobject.LINES_CSV, source=sl.source)
         if self.progress:
-            self.progress(self.exchange, product.product_id, len(sl.lines), sl.end, head)
-        # Compressed on a small pool while the writer lands the object before it (zlib releases the GIL): a
-        # busy day's slices compress side by side, still landed strictly in order.
-        body = _encoder().submit(rawobject.encode, header, sl.lines)
-        return _Group(key, start, sl.end, header, sl.lines, caught_up=sl.end >= head, archive=True, body=body)
+            self.progress(self.exchange, product.product_id, sl.count, sl.end, head)
+        # Compressed on a small pool while the writer lands the object before it (ISA-L and zlib release the
+        # GIL): a busy day's slices compress side by side, still landed strictly in order.
+        body = _encoder().submit(rawobject.encode_block, header, sl.block)
+        return _Group(key, start, sl.end, header, None, caught_up=sl.end >= head, archive=True, body=body,
+                      count=sl.count)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -545,7 +546,17 @@ class _Group:
     caught_up: bool = False
     archive: bool = False  # cut from an archive file
     newest_us: int | None = None
-    body: Future | None = None  # rawobject.encode(header, lines), being compressed (archive slices)
+    body: Future | None = None  # the object's bytes, being compressed (archive slices: lines None, count given)
+    count: int | None = None  # trade lines, where lines is None but header is not (an archive slice)
+
+    @property
+    def adopted(self) -> bool:
+        """An object already landed (no header, nothing of ours to write)."""
+        return self.header is None and self.lines is None
+
+    @property
+    def n(self) -> int:
+        return self.count if self.count is not None else len(self.lines or ())
 
 
 _ENCODER: ThreadPoolExecutor | None = None
@@ -596,7 +607,7 @@ class _Writer:
 
     def _land(self, g: _Group, advance) -> None:
         lander, res = self.lander, self.res
-        if g.lines is None:
+        if g.adopted:
             res.adopted += 1
         elif g.end > g.start:
             if not self.cp.started:
@@ -606,7 +617,7 @@ class _Writer:
                 body = g.body.result() if g.body is not None else rawobject.encode(g.header, g.lines)
                 lander.store.put(g.key, body, if_none_match=True)
                 res.objects += 1
-                res.trades += len(g.lines)
+                res.trades += g.n
                 res.archive_objects += g.archive
                 if g.newest_us is not None:
                     res.newest_us = max(res.newest_us or g.newest_us, g.newest_us)
