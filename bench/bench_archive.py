@@ -28,6 +28,7 @@ Run: make bench   (or .venv/bin/python bench/bench_archive.py --rows 1200000 --r
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import os
 import statistics
@@ -35,7 +36,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -49,6 +49,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from schemahub.clock import FakeClock  # noqa: E402
 from schemahub.ingest import source_from_spec  # noqa: E402
 from schemahub.landing import IngestOptions, Lander  # noqa: E402
+from schemahub.pipeline import TransformAsLanded  # noqa: E402
 from schemahub.sim import BinanceSim, Book  # noqa: E402
 from schemahub.sim.archive import _day_us  # noqa: E402
 from schemahub.sources.base import Product  # noqa: E402
@@ -124,15 +125,16 @@ def ours(root: Path, url: str, clock: FakeClock, bodies: dict[str, bytes], total
     tr = Transformer(store)
     tr.compiled_csv("binance")
     t0 = time.perf_counter()
-    res = Lander(store, source, clock=clock).run(PRODUCT, IngestOptions(since=since))
+    early = TransformAsLanded(tr, workers=THREADS)  # as `schemahub run` does (and S3 events on AWS)
+    res = Lander(store, source, clock=clock, on_landed=early).run(PRODUCT, IngestOptions(since=since))
     t1 = time.perf_counter()
-    assert res.status == "ok" and not res.more_to_do and res.trades == total, res
-    keys = tr.pending()
-    with ThreadPoolExecutor(THREADS) as pool:
-        results = list(pool.map(tr.transform_object, keys))
+    done = early.close()
+    rest = tr.run()  # the pass after ingest: nothing is left, unless a transform failed as it landed
+    done.merge(rest)
     t2 = time.perf_counter()
-    assert res.archive_objects and sum(r.rows for r in results) == total, (res, sum(r.rows for r in results))
-    assert not any(r.quarantined or r.duplicates for r in results)
+    assert res.status == "ok" and not res.more_to_do and res.trades == total, res
+    assert rest.ok and res.archive_objects and done.rows == total and done.objects == res.objects, (res, done)
+    assert not done.quarantined and not done.duplicates
     return total / (t2 - t0), t1 - t0, t2 - t1
 
 
@@ -173,6 +175,10 @@ def main() -> None:
     url = sim.start()
     try:
         bodies, download_s, zips = prefetch(url, clock, args.days)
+        # The simulator's book (millions of Python objects) lives in this process: keep it out of the garbage
+        # collector's full passes, which would otherwise walk it during both timed paths (not a cost of either).
+        gc.collect()
+        gc.freeze()
         in_files = total - TAIL
         pairs, parts = [], []
         with tempfile.TemporaryDirectory() as d:
@@ -197,13 +203,13 @@ def main() -> None:
     print(f"  download from the simulator (not counted) {download_s:.2f} s")
     print(f"  reference (unzip+read_csv+cast+write)  {statistics.median(r for r, _ in pairs):>12,.0f} trades/s")
     print(f"  schemahub ingest + transform           {e2e:>12,.0f} trades/s   (target >= 1,000,000)")
-    print(f"    landing {statistics.median(a for a, _ in parts):.2f} s, transform "
-          f"{statistics.median(b for _, b in parts):.2f} s   (rounds: "
+    print(f"    landing {statistics.median(a for a, _ in parts):.2f} s (objects transformed as they land), then "
+          f"{statistics.median(b for _, b in parts):.2f} s to finish the transforms   (rounds: "
           + " ".join(f"{o:,.0f}" for _, o in pairs) + ")")
     print(f"  ratio                                  {statistics.median(ratios):>12.2f}x   (target >= 0.50x; rounds: "
           + " ".join(f"{x:.2f}" for x in ratios) + ")")
     print(f"  Binance REST budget (historicalTrades) {REST_TRADES_PER_S:>12,.0f} trades/s   "
-          f"({e2e / REST_TRADES_PER_S:,.0f}x slower than the archive path)")
+          f"(the archive path is {e2e / REST_TRADES_PER_S:,.0f}x faster)")
 
 
 if __name__ == "__main__":

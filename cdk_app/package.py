@@ -19,7 +19,7 @@ LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped function + layers
 # need a recent botocore. A function's own boto3 on sys.path (/opt/python) comes before the runtime's.
 LAYER_PACKAGES = {
     "core": ["aws-lambda-powertools", "pydantic", "pyyaml", "boto3", "botocore", "s3transfer", "urllib3"],
-    "arrow": ["pyarrow"],
+    "arrow": ["pyarrow", "isal"],
 }
 
 

@@ -232,7 +232,7 @@ class _counting:
             self.display.close()
 
 
-def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool):
+def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool, on_landed=None):
     """The CLI's ingest (ingest, run, demo): every exchange at once, progress lines, Ctrl-C handled."""
     from schemahub.ingest import ingest_exchanges
     from schemahub.progress import Display, IngestProgress
@@ -246,7 +246,7 @@ def _ingest_run(store, jobs, opts, *, workers: int, deadline, clock, show: bool)
             display.__enter__()
         try:
             return ingest_exchanges(store, jobs, opts, workers=workers, deadline=deadline, progress=model,
-                                    clock=clock)
+                                    clock=clock, on_landed=on_landed)
         finally:
             if display:
                 display.close()
@@ -310,7 +310,7 @@ def cmd_update_seed(args) -> int:
     return 0
 
 
-def cmd_ingest(args) -> int:
+def cmd_ingest(args, on_landed=None) -> int:
     from schemahub.clock import StoppableClock
     from schemahub.ingest import load_seed, make_source, resolve_products
     from schemahub.landing import IngestOptions
@@ -330,7 +330,7 @@ def cmd_ingest(args) -> int:
                for ex, wanted in plan]
     jobs = [(source, resolve_products(source, wanted, seed)) for source, wanted in sources]
     results = _ingest_run(store, jobs, opts, workers=args.workers, deadline=deadline, clock=clock,
-                          show=not args.dry_run and not args.json)
+                          show=not args.dry_run and not args.json, on_landed=on_landed)
     code = _report(results, args.json)
     return _interrupted(results) if clock.stopped else code
 
@@ -463,7 +463,8 @@ def cmd_sim(args) -> int:
             sim.stop()
 
 
-def cmd_transform(args) -> int:
+def cmd_transform(args, before=None) -> int:
+    """before: what was transformed as it landed (run), counted with this pass's objects."""
     from schemahub.store import open_store
     from schemahub.transform import Transformer
 
@@ -474,6 +475,8 @@ def cmd_transform(args) -> int:
     with _counting("transform", "raw objects", show=not args.dry_run) as progress:
         res = Transformer(store, mappings_dir=args.mappings).run(rebuild=args.all, dry_run=args.dry_run, prefix=prefix,
                                                                  deadline=deadline, progress=progress)
+    if before is not None:
+        res.merge(before)
     if args.dry_run:
         print(f"would transform {len(res.pending)} raw object(s)")
         for key in res.pending:
@@ -701,12 +704,23 @@ def cmd_compact(args) -> int:
 
 def cmd_run(args) -> int:
     """One scheduled cycle: ingest every seeded product of every exchange, transform, compact closed days."""
+    from schemahub.pipeline import TransformAsLanded
+    from schemahub.store import open_store
+    from schemahub.transform import Transformer
+
     args.exchange, args.product, args.dry_run, args.json = None, None, False, False
-    code = cmd_ingest(args)
+    # Each object is transformed as it lands (as S3 events do on AWS); the transform pass after ingest does the
+    # rest (objects of earlier runs, any that failed here) and reports the whole.
+    early = TransformAsLanded(Transformer(open_store(args.storage), mappings_dir=args.mappings),
+                              workers=min(4, os.cpu_count() or 1))
+    try:
+        code = cmd_ingest(args, on_landed=early)
+    finally:
+        done = early.close(cancel=True)  # after Ctrl-C: the transforms under way end whole, the rest wait
     if code == 130:
         return code  # interrupted: transform and compact wait for the next run
     args.all, args.max_seconds = False, None
-    code = cmd_transform(args) or code
+    code = cmd_transform(args, before=done) or code
     args.before = None
     return cmd_compact(args) or code
 

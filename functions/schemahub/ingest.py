@@ -145,9 +145,10 @@ def ingest(
     deadline: float | None = None,
     progress=None,
     clock: Clock = SYSTEM_CLOCK,
+    on_landed=None,
 ) -> list[ProductResult]:
-    """Land each product; one product's failure never stops the others."""
-    lander = Lander(store, source, clock=clock, progress=progress)
+    """Land each product; one product's failure never stops the others. on_landed: see Lander."""
+    lander = Lander(store, source, clock=clock, progress=progress, on_landed=on_landed)
     banned: list[str] = []
     started = getattr(progress, "started", None)
     finished = getattr(progress, "finished", None)
@@ -185,6 +186,7 @@ def ingest_exchanges(
     deadline: float | None = None,
     progress=None,
     clock: Clock = SYSTEM_CLOCK,
+    on_landed=None,
 ) -> list[ProductResult]:
     """Every exchange at once, each in its own thread with its own rate budget; results in the jobs' order.
 
@@ -201,7 +203,7 @@ def ingest_exchanges(
             if waiting is not None and hasattr(source.http, "on_wait"):
                 source.http.on_wait = lambda reason, s, ex=source.exchange: waiting(ex, reason, s)
             results[k] = ingest(store, source, products, opts, workers=workers, deadline=deadline,
-                                progress=progress, clock=clock)
+                                progress=progress, clock=clock, on_landed=on_landed)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
             errors[k] = e
 

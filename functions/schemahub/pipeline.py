@@ -12,6 +12,8 @@ Plain Python: no AWS code here. The handlers only parse events and map these res
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime, timezone
 
 from schemahub.clock import SYSTEM_CLOCK, Clock
@@ -20,6 +22,8 @@ from schemahub.landing import IngestOptions, Lander, ProductResult, active_ban, 
 from schemahub.layout import marker_key
 from schemahub.sources.base import Product, Source
 from schemahub.store.base import ObjectStore
+
+log = logging.getLogger("schemahub.pipeline")
 
 
 def ingest_product(store: ObjectStore, source: Source, product: Product, opts: IngestOptions,
@@ -39,11 +43,58 @@ def ingest_product(store: ObjectStore, source: Source, product: Product, opts: I
         return ProductResult(exchange, pid, status="failed", message=str(e))
 
 
-def transform_key(transformer, key: str):
-    """Transform one raw object; None if its marker exists (a duplicate delivery changes nothing)."""
+def transform_key(transformer, key: str, *, text: bytes | None = None):
+    """Transform one raw object; None if its marker exists (a duplicate delivery changes nothing).
+
+    text: the object's text, decompressed, when the caller just stored it (the object is then not read back)."""
     if transformer.store.exists(marker_key(key)):
         return None
-    return transformer.transform_object(key)
+    return transformer.transform_object(key, text=text)
+
+
+class TransformAsLanded:
+    """Transform each raw object as it lands, on a small pool, while the next ones land.
+
+    Landing's `on_landed` hook (call it with a raw key: it returns at once). On AWS, S3 events do the same: each
+    object is transformed by the transform Lambda as soon as it exists. An object whose transform fails here
+    (damaged, an error) is left as it is: the transform pass after ingest finds it pending, transforms it or
+    reports it, once. close() waits for the transforms under way and returns their counts.
+    """
+
+    def __init__(self, transformer, workers: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from schemahub.transform import TransformResult
+
+        self.transformer = transformer
+        self.result = TransformResult()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="transform")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __call__(self, key: str, text: bytes | None = None) -> None:
+        with self._lock:
+            if not self._closed:
+                self._pool.submit(self._one, key, text)
+
+    def _one(self, key: str, text: bytes | None) -> None:
+        try:
+            r = transform_key(self.transformer, key, text=text)
+        except SchemahubError:  # damaged, or another per-object error: the pass after ingest reports it
+            return
+        except Exception:  # noqa: BLE001 - never lost: the pass after ingest transforms it again, and raises there
+            log.exception("%s: not transformed as it landed; the transform pass after ingest tries again", key)
+            return
+        if r is not None:
+            with self._lock:
+                self.result.add(r)
+
+    def close(self, *, cancel: bool = False):
+        """Wait for the transforms under way (cancel: drop those not started; a later pass does them)."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        return self.result
 
 
 def may_continue(started: datetime | None, again_until_s: float | None, *, now: datetime | None = None) -> bool:

@@ -93,14 +93,24 @@ def encode(header: dict, lines: list[bytes]) -> bytes:
     return _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def encode_block(header: dict, block: bytes) -> bytes:
-    """encode(header, lines) for lines given as one block, b"\\n".join(lines): no Python object per line.
+def text_of_block(header: dict, block: bytes) -> bytes:
+    """The object's text (what compress() compresses, and split_text() reads) for lines given as one block,
+    b"\\n".join(lines): no Python object per line.
 
     The block holds header["count"] lines (an archive slice's rows, cut from the file's bytes at its row bounds;
     the transform checks the count again); with a count of 0 it is empty."""
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
-    return _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
+
+
+def compress(text: bytes) -> bytes:
+    """The stored bytes of an object's text; deterministic (mtime=0)."""
+    return _gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def encode_block(header: dict, block: bytes) -> bytes:
+    """encode(header, lines) for lines given as one block (see text_of_block)."""
+    return compress(text_of_block(header, block))
 
 
 def _parse_header(line: bytes, key: str) -> RawHeader:
@@ -143,7 +153,11 @@ def _gunzip(data: bytes, key: str) -> bytes:
 
 def split(data: bytes, key: str) -> tuple[RawHeader, bytes]:
     """(header, the trade lines as one buffer ending in '\\n' or empty), checked against the header's count."""
-    text = _gunzip(data, key)
+    return split_text(_gunzip(data, key), key)
+
+
+def split_text(text: bytes, key: str) -> tuple[RawHeader, bytes]:
+    """split() of an object's text, already decompressed (the bytes a lander just compressed and stored)."""
     head, nl, rest = text.partition(b"\n")
     header = _parse_header(head, key)
     if not nl:

@@ -93,6 +93,28 @@ class TransformResult:
     def ok(self) -> bool:
         return not self.damaged and not self.failed
 
+    def add(self, r: ObjectResult) -> None:
+        """Count one object transformed."""
+        self.objects += 1
+        self.rows += r.rows
+        self.quarantined += r.quarantined
+        self.duplicates += r.duplicates
+        self.files += len(r.files)
+        rk = parse_source_key(r.raw_key)
+        agg = self.by_product.setdefault(f"{rk.exchange}/{rk.product_id}", {"rows": 0, "quarantined": 0, "duplicates": 0})
+        agg["rows"] += r.rows
+        agg["quarantined"] += r.quarantined
+        agg["duplicates"] += r.duplicates
+
+    def merge(self, other: TransformResult) -> None:
+        """Add another run's counts (objects transformed as they landed, then the pass after ingest)."""
+        for name in ("objects", "rows", "quarantined", "duplicates", "files"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, agg in other.by_product.items():
+            mine = self.by_product.setdefault(name, {"rows": 0, "quarantined": 0, "duplicates": 0})
+            for k, v in agg.items():
+                mine[k] += v
+
 
 class Transformer:
     """Turns raw objects into curated files; mappings are compiled once per exchange.
@@ -107,6 +129,7 @@ class Transformer:
         self._compiled: dict[str, tuple[Compiled, bool]] = {}
         self._integer_ids: dict[str, bool] = {}
         self._compiled_csv: dict[str, CompiledCsv] = {}
+        self._specs: dict = {}
         self._catalog = catalog  # schemahub.catalog: default open_catalog(store), on first use
 
     @property
@@ -117,9 +140,15 @@ class Transformer:
             self._catalog = open_catalog(self.store)
         return self._catalog
 
+    def _spec(self, exchange: str):
+        """The exchange's mapping file, read once (both of its tables come from it)."""
+        if exchange not in self._specs:
+            self._specs[exchange] = load_exchange(exchange, self.mappings_dir)
+        return self._specs[exchange]
+
     def _load(self, exchange: str) -> tuple[Compiled, bool]:
         if exchange not in self._compiled:
-            spec = load_exchange(exchange, self.mappings_dir)
+            spec = self._spec(exchange)
             # The header's min_id/max_id are the source's id field; check them only where the table's trade_id
             # is that same field.
             same_id = spec.table.columns["trade_id"].path == spec.source.trades.id_field
@@ -134,7 +163,7 @@ class Transformer:
     def compiled_csv(self, exchange: str) -> CompiledCsv:
         """The exchange's archive table (CSV rows by column index), for raw objects whose header says "lines": "csv"."""
         if exchange not in self._compiled_csv:
-            spec = load_exchange(exchange, self.mappings_dir)
+            spec = self._spec(exchange)
             if spec.archive is None:
                 raise SchemahubError(f"{exchange}: this raw object holds archive CSV rows, but mappings/exchanges/"
                                      f"{exchange}.yaml has no archive: table: to read them; add one or move the object out of raw/")
@@ -196,31 +225,25 @@ class Transformer:
                 log.error("%s: not transformed: %s", key, e)
                 res.failed[key] = str(e)
                 continue
-            res.objects += 1
-            res.rows += r.rows
-            res.quarantined += r.quarantined
-            res.duplicates += r.duplicates
-            res.files += len(r.files)
-            rk = parse_source_key(key)
-            agg = res.by_product.setdefault(f"{rk.exchange}/{rk.product_id}", {"rows": 0, "quarantined": 0, "duplicates": 0})
-            agg["rows"] += r.rows
-            agg["quarantined"] += r.quarantined
-            agg["duplicates"] += r.duplicates
+            res.add(r)
         return res
 
-    def transform_object(self, raw_key: str, *, rebuild: bool = False, was_damaged: bool | None = None) -> ObjectResult:
+    def transform_object(self, raw_key: str, *, rebuild: bool = False, was_damaged: bool | None = None,
+                         text: bytes | None = None) -> ObjectResult:
         """Transform one raw object; safe to repeat (same files, same bytes).
 
         rebuild also removes what an earlier transform of the object wrote and this one does not (files on
         other days, quarantine), and invalidates the compaction of every day whose part changed.
         A damaged object raises DamagedObject after it is recorded under damaged/ with its reason.
         was_damaged: whether a damaged/ record exists (None: look).
+        text: the object's text, decompressed, from the lander that just stored it (then it is not read back; the
+        same checks against its header run on it).
         """
         rk = parse_source_key(raw_key)
         if rk is None:
             raise SchemahubError(f"{raw_key}: not a raw object key (raw/<exchange>/<BASE-QUOTE>/<cursor>.jsonl.gz)")
         try:
-            res = self._transform(rk, rebuild=rebuild)
+            res = self._transform(rk, rebuild=rebuild, text=text)
         except DamagedObject as e:
             record = {"raw_key": raw_key, "reason": e.reason}
             self.store.put(damaged_key(raw_key), json.dumps(record, sort_keys=True).encode())
@@ -231,13 +254,16 @@ class Transformer:
             self.store.delete(damaged_key(raw_key))  # readable again (restored): no longer set aside
         return res
 
-    def _transform(self, rk: RawKey, *, rebuild: bool) -> ObjectResult:
+    def _transform(self, rk: RawKey, *, rebuild: bool, text: bytes | None = None) -> ObjectResult:
         raw_key = rk.key
-        try:
-            data = self.store.get(raw_key).data
-        except NotFound:
-            raise SchemahubError(f"{raw_key}: raw object not found") from None
-        header, rest = rawobject.split(data, raw_key)
+        if text is not None:
+            header, rest = rawobject.split_text(text, raw_key)
+        else:
+            try:
+                data = self.store.get(raw_key).data
+            except NotFound:
+                raise SchemahubError(f"{raw_key}: raw object not found") from None
+            header, rest = rawobject.split(data, raw_key)
         if (header.exchange, header.product_id, header.start) != (rk.exchange, rk.product_id, rk.start):
             raise DamagedObject(raw_key, f"header names {header.exchange}/{header.product_id} from cursor "
                                          f"{header.start}, not what its key says")

@@ -105,12 +105,17 @@ class IngestOptions:
 class Lander:
     """Lands one exchange's products into a store, exactly once."""
 
-    def __init__(self, store: ObjectStore, source: Source, *, clock: Clock = SYSTEM_CLOCK, progress=None) -> None:
+    def __init__(self, store: ObjectStore, source: Source, *, clock: Clock = SYSTEM_CLOCK, progress=None,
+                 on_landed=None) -> None:
         self.store = store
         self.source = source
         self.clock = clock
         self.checkpoints = Checkpoints(store)
         self.progress = progress
+        # on_landed(raw key, text): told of each object this lander wrote, just after it exists (e.g. to transform
+        # it while the next lands, as S3 events do on AWS), with its text (rawobject.split_text reads it) where the
+        # lander has it, else None. It must return at once and never raise.
+        self.on_landed = on_landed
 
     @property
     def exchange(self) -> str:
@@ -482,9 +487,10 @@ class Lander:
             self.progress(self.exchange, product.product_id, sl.count, sl.end, head)
         # Compressed on a small pool while the writer lands the object before it (ISA-L and zlib release the
         # GIL): a busy day's slices compress side by side, still landed strictly in order.
-        body = _encoder().submit(rawobject.encode_block, header, sl.block)
+        text = rawobject.text_of_block(header, sl.block)
+        body = _encoder().submit(rawobject.compress, text)
         return _Group(key, start, sl.end, header, None, caught_up=sl.end >= head, archive=True, body=body,
-                      count=sl.count)
+                      count=sl.count, text=text)
 
     def _take(self, chunk: Chunk, res: ProductResult, product: Product, head: int, lines, requests, spans):
         if chunk.request:
@@ -548,6 +554,7 @@ class _Group:
     newest_us: int | None = None
     body: Future | None = None  # the object's bytes, being compressed (archive slices: lines None, count given)
     count: int | None = None  # trade lines, where lines is None but header is not (an archive slice)
+    text: bytes | None = None  # the object's text before compression, where kept (archive slices), for on_landed
 
     @property
     def adopted(self) -> bool:
@@ -616,6 +623,8 @@ class _Writer:
             try:
                 body = g.body.result() if g.body is not None else rawobject.encode(g.header, g.lines)
                 lander.store.put(g.key, body, if_none_match=True)
+                if lander.on_landed is not None:
+                    lander.on_landed(g.key, g.text)  # the text: exactly what the store now holds, decompressed
                 res.objects += 1
                 res.trades += g.n
                 res.archive_objects += g.archive

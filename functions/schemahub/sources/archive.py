@@ -74,6 +74,22 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local file header (APPNOTE 4.3.7), 30 bytes
 
 
+def _row_bounds(body: pa.Buffer, begin: int) -> pa.Array:
+    """Where each row of body starts, as offsets into the file's bytes (body starts at begin), and one past the end.
+
+    int64, len = rows + 1: row i is data[bounds[i] : bounds[i + 1] - 1]. pyarrow splits at each newline (the rows
+    come out packed, without their newlines: row i starts i bytes earlier there than in the file)."""
+    rows = pc.split_pattern(pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.array([0, len(body)], pa.int64()).buffers()[1], body]),
+                            "\n").values
+    packed = pa.Array.from_buffers(pa.int64(), len(rows) + 1, [None, rows.buffers()[1]], offset=rows.offset)
+    return pc.add(pc.add(packed, _arange(len(rows) + 1)), begin)
+
+
+def _arange(n: int) -> pa.Array:
+    """0, 1, ..., n-1 as int64."""
+    return pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
+
+
 def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> bytes:
     """The member's bytes, as zipfile's read() gives them (its CRC-32 and size checked), inflated with ISA-L.
 
@@ -348,13 +364,16 @@ class ArchiveSource:
         if end <= begin:
             return LoadedFile(f, sha, b"", pa.array([0], pa.int64()), pa.array([], pa.int64()), header, [])
         body = pa.py_buffer(csv).slice(begin, end - begin)  # no copy
-        octets = pa.Array.from_buffers(pa.uint8(), len(body), [None, body])
-        newlines = pc.indices_nonzero(pc.equal(octets, pa.scalar(10, pa.uint8())))  # a uint8 scalar: no cast
-        bounds = pa.concat_arrays([pa.array([begin], pa.int64()),
-                                   pc.add(pc.cast(newlines, pa.int64()), begin + 1),
-                                   pa.array([end + 1], pa.int64())])
-        del newlines
-        n = len(bounds) - 1
+        # The row bounds (on a thread: pyarrow releases the GIL) while the CSV reader reads the ids.
+        box: dict = {}
+        def index() -> None:
+            try:
+                box["bounds"] = _row_bounds(body, begin)
+            except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+                box["error"] = e
+
+        indexer = threading.Thread(target=index, name="archive-rows")
+        indexer.start()
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(body),
@@ -364,6 +383,12 @@ class ArchiveSource:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
+        finally:
+            indexer.join()
+        if "error" in box:
+            raise box["error"]
+        bounds = box["bounds"]
+        n = len(bounds) - 1
         ids = table.column("f0").combine_chunks()
         if len(ids) != n or ids.null_count:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {n} lines but {len(ids)} CSV rows "
