@@ -61,7 +61,7 @@ class TransformAsLanded:
     reports it, once. close() waits for the transforms under way and returns their counts.
     """
 
-    def __init__(self, transformer, workers: int = 2) -> None:
+    def __init__(self, transformer, workers: int = 2, *, max_texts: int | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from schemahub.transform import TransformResult
@@ -71,13 +71,31 @@ class TransformAsLanded:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="transform")
         self._lock = threading.Lock()
         self._closed = False
+        # Texts held for transforms not yet done (an archive slice's is ~16 MB): at most this many; past it, an
+        # object is queued by key alone and read back from the store. A landing faster than its transforms (a long
+        # backfill) then holds keys, never gigabytes.
+        self.max_texts = 2 * max(1, workers) if max_texts is None else max_texts
+        self._texts = 0
 
     def __call__(self, key: str, text: bytes | None = None) -> None:
         with self._lock:
-            if not self._closed:
-                self._pool.submit(self._one, key, text)
+            if self._closed:
+                return
+            if text is not None and self._texts >= self.max_texts:
+                text = None
+            if text is not None:
+                self._texts += 1
+            self._pool.submit(self._one, key, text)
 
     def _one(self, key: str, text: bytes | None) -> None:
+        try:
+            self._transform(key, text)
+        finally:
+            if text is not None:
+                with self._lock:
+                    self._texts -= 1
+
+    def _transform(self, key: str, text: bytes | None) -> None:
         try:
             r = transform_key(self.transformer, key, text=text)
         except SchemahubError:  # damaged, or another per-object error: the pass after ingest reports it

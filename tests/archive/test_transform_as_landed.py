@@ -148,3 +148,28 @@ def test_schemahub_run_transforms_as_it_lands_and_reports_every_object_once(tmp_
     assert "transform" in names and len(names) == raw  # on the pool as they landed, each once
     lo, hi = _chain_range(store)
     assert _table_ids(store) == expected_ids(book, lo, hi)
+
+
+def test_a_landing_faster_than_its_transforms_holds_at_most_max_texts_texts():
+    # A year's backfill lands ~16 MB slices faster than one worker transforms them: past max_texts, objects are
+    # queued by key alone (and read back from the store), so memory stays bounded.
+    release, calls = threading.Event(), []
+
+    class Store:
+        def exists(self, key):
+            return False
+
+    class Slow:
+        store = Store()
+
+        def transform_object(self, key, text=None):
+            release.wait(10)
+            calls.append((key, text is not None))
+
+    early = TransformAsLanded(Slow(), workers=1, max_texts=2)
+    for k in range(10):
+        early(f"k{k}", b"x" * 1000)
+    release.set()
+    early.close()
+    assert [k for k, _ in calls] == [f"k{k}" for k in range(10)]
+    assert [k for k, held in calls if held] == ["k0", "k1"]
