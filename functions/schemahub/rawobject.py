@@ -103,6 +103,11 @@ def text_of_block(header: dict, block: bytes) -> bytes:
     return head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
 
 
+def decompress(data: bytes) -> bytes:
+    """The object's text from its stored bytes, with the library the transform uses (no checks: see split)."""
+    return _gzip.decompress(data)
+
+
 def compress(text: bytes) -> bytes:
     """The stored bytes of an object's text; deterministic (mtime=0)."""
     return _gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0)
