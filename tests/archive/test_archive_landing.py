@@ -357,3 +357,27 @@ def test_a_file_above_the_size_caps_is_paged_over_rest_not_a_stuck_product(store
     assert res.status == "ok" and res.archive_objects == 0
     assert any("too large" in w and "REST" in w for w in res.warnings), res.warnings
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), book.head())
+
+
+def test_a_file_out_of_id_order_is_not_sliced_row_by_row_rest_pages_its_day(store, clock):
+    # A damaged file holding every row of its day in disorder: each break would end a slice, one object per row
+    # (a busy day: a million objects, each a search of the file's ids). It is not sliced; REST pages the day.
+    book = make_book(start=date(2025, 1, 6))
+    bad = "BTCUSDT-trades-2025-01-07.zip"
+    with make_sim(book, clock) as sim:
+        sim.archive.shuffled.add(bad)
+        lo, hi = sim.archive.day_ids(book, date(2025, 1, 7))
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 6)))
+    assert res.status == "ok"
+    assert any(bad in w and "not sliced" in w and "REST" in w for w in res.warnings), res.warnings
+    fig = check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 6)), book.head())
+    kinds = {}
+    for _, h, lines in chain(store):
+        for line in lines:
+            kinds[sim.id_of(line)] = h.get("lines", "json")
+    assert {kinds[i] for i in range(lo, hi + 1)} == {"json"}  # the whole day from REST
+    _, hi8 = sim.archive.day_ids(book, date(2025, 1, 8))
+    assert kinds[lo - 1] == "csv" and kinds[hi8] == "csv"  # the days around it from their files
+    day_objects = sum(1 for _, h, _ in chain(store) if lo <= int(h["cursor_end"]) and int(h["cursor_start"]) < hi)
+    assert day_objects < 20, day_objects  # REST pages of 200 trades, 2 a object: ~1,440 trades -> ~4 objects
+    assert len(fig["ids"]) > 0

@@ -13,6 +13,7 @@ Faults, all by file name or trade id:
 - `replace(name)`: the exchange replaces a file (a corrected row): new bytes, new checksum;
 - `mismatch[name] = n`: the next n checksum answers for that file state a wrong SHA-256;
 - `header`: files carry a header row (spot files have none; futures files do);
+- `shuffled`: file names whose rows are served out of id order (a damaged file: every row there, in any order);
 - ids the book never printed (Book.missing) are in neither REST nor the archive.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import threading
 import time
 import zipfile
@@ -46,6 +48,7 @@ class BinanceArchive:
         self.lag_s, self.monthly_lag_s = lag_s, monthly_lag_s
         self.header = header
         self.missing: set[str] = set()
+        self.shuffled: set[str] = set()
         self.omit: set[int] = set()
         self.mismatch: dict[str, int] = {}
         self.versions: dict[str, int] = {}
@@ -103,7 +106,8 @@ class BinanceArchive:
 
     def zip_bytes(self, book: Book, name: str, first: date, last: date) -> bytes:
         version = self.versions.get(name, 0)
-        key = (book.product_id, name, version, len(self.omit), self.header, book.head() if last >= self._today() else 0)
+        key = (book.product_id, name, version, len(self.omit), self.header, name in self.shuffled,
+               book.head() if last >= self._today() else 0)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
@@ -112,7 +116,12 @@ class BinanceArchive:
         info = zipfile.ZipInfo(name.removesuffix(".zip") + ".csv", date_time=(2025, 1, 1, 0, 0, 0))
         info.compress_type = zipfile.ZIP_DEFLATED
         with zipfile.ZipFile(buf, "w") as z:
-            z.writestr(info, self.csv(book, first, last, version))
+            csv = self.csv(book, first, last, version)
+            if name in self.shuffled:  # every row, in a deterministic disorder
+                rows = csv.splitlines(keepends=True)
+                random.Random(name).shuffle(rows)
+                csv = b"".join(rows)
+            z.writestr(info, csv)
         data = buf.getvalue()
         with self._lock:
             if len(self._cache) > 512:

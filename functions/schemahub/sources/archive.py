@@ -21,7 +21,8 @@ archive file, or None, and then the lander pages over REST as before. The rules:
   the lander reports it and REST pages the rest of its days), and files of the last `recheck_days` days are
   checked again on every run: a replaced file is reported, never mixed in.
 - A verified file that is not one readable CSV of trades (damaged at the exchange) is paged over REST, like a
-  missing day, with a warning: every run would fail on it again.
+  missing day, with a warning: every run would fail on it again. So is a file whose ids break (a hole, a repeat,
+  a step back) more than max_breaks(rows) times: out of order, it would land as one object per row.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ except ImportError:  # a platform without an isal wheel
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local file header (APPNOTE 4.3.7), 30 bytes
+
+
+def max_breaks(rows: int) -> int:
+    """The most id breaks (a hole, a repeat, a step back) a file of this many rows may have and still be sliced:
+    one per 10,000 rows, at least 100. Binance's holes (binance-public-data #363) are a few per file."""
+    return max(100, rows // 10_000)
 
 
 def _row_bounds(body: pa.Buffer, begin: int) -> pa.Array:
@@ -496,6 +503,16 @@ class ArchiveSource:
                 self._tell(st, notes, (f.name, "unreadable"), (
                     f"{e}; paging that day over REST (its page checks land the "
                     "trades or confirm a gap)"))
+                continue
+            if lf is not None and len(lf.breaks) > max_breaks(lf.count):
+                # Each break ends a slice: a file out of id order would land as one object per row (and search
+                # its ids for each). Not sliced: REST pages its days, whose page checks land every trade once.
+                st.missing.add(f.name)
+                st.loaded = None
+                self._tell(st, notes, (f.name, "breaks"), (
+                    f"{self.exchange}: {product.symbol}: archive file {f.name} breaks its id order {len(lf.breaks)} "
+                    f"times in {lf.count} rows (more than {max_breaks(lf.count)}: out of order, or full of holes): "
+                    "not sliced; paging that day over REST"))
                 continue
             if lf is None:
                 st.missing.add(f.name)
