@@ -288,3 +288,18 @@ def test_a_garbled_checksum_of_a_file_landed_days_ago_does_not_stop_todays_trade
     assert res.status == "ok", res.message
     assert any(NAME in w for w in res.warnings), res.warnings
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), hi)
+
+
+def test_a_checksum_that_is_gone_for_a_file_landed_days_ago_is_reported_never_silent(store, clock):
+    # The exchange takes a landed day's files down (both zip and CHECKSUM answer 404): the trades stay landed, and
+    # the recheck says it could not check that file, so an operator can look, instead of passing over it in silence.
+    book = make_book(start=date(2025, 1, 8))
+    with make_sim(book, clock) as sim:
+        finish(store, sim.url, clock, utc(date(2025, 1, 8)))
+        sim.archive.missing.add(NAME)
+        clock.advance(600)
+        hi = book.head()
+        res = finish(store, sim.url, clock)
+    assert res.status == "ok", res.message
+    assert any(NAME in w and "no longer published" in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 8)), hi)

@@ -598,6 +598,13 @@ class ArchiveSource:
                 if notes is not None:
                     notes.append(text)
                 continue
-            if now is not None and now != doc.get("sha256"):
+            if now is None:  # taken down (404): the landed rows stay; someone should know the file is gone
+                text = (f"{self.exchange}: {product.symbol}: archive file {f.name}, landed earlier, is no longer "
+                        f"published (its {self.spec.checksum_suffix} answers 404): its rows stay as landed; a later "
+                        "run checks it again")
+                log.warning("%s", text)
+                if notes is not None:
+                    notes.append(text)
+            elif now != doc.get("sha256"):
                 out.append({"file": f.name, "landed_sha256": doc.get("sha256"), "now_sha256": now})
         return out
