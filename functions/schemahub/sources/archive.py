@@ -63,11 +63,11 @@ log = logging.getLogger("schemahub.archive")
 
 try:  # ISA-L's inflate: the same deflate streams, 2x faster than zlib (bench/bench_archive.py)
     from isal.isal_zlib import crc32 as _crc32
-    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import decompressobj as _inflater
     from isal.isal_zlib import error as _InflateError
 except ImportError:  # a platform without an isal wheel
     from zlib import crc32 as _crc32
-    from zlib import decompress as _inflate
+    from zlib import decompressobj as _inflater
     from zlib import error as _InflateError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -107,7 +107,13 @@ def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> byte
     stream = data[begin: begin + info.compress_size]
     if len(stream) != info.compress_size:
         raise EOFError(f"{info.filename}: {len(stream)} of {info.compress_size} compressed bytes")
-    out = _inflate(stream, wbits=-15, bufsize=max(info.file_size, 1))
+    # At most one byte more than the directory says (a member that unpacks to more, a zip bomb, is refused
+    # without ever holding more than max_csv_bytes), and the stream must end there.
+    inflater = _inflater(wbits=-15)
+    out = inflater.decompress(stream, info.file_size + 1)
+    if not inflater.eof:
+        raise zipfile.BadZipFile(f"{info.filename}: the deflate stream does not end at the {info.file_size} bytes "
+                                 f"the directory says it unpacks to")
     if len(out) != info.file_size or _crc32(out) != info.CRC:
         raise zipfile.BadZipFile(f"bad CRC-32 or size for {info.filename} ({len(out)} bytes, "
                                  f"{info.file_size} in the directory)")

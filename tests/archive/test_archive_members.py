@@ -1,0 +1,66 @@
+"""Reviewer's tests of an archive zip member read from its bytes (sources/archive.py _read_member)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from datetime import date
+
+import pytest
+
+from schemahub.clock import FakeClock
+from schemahub.errors import ArchiveUnreadable
+from schemahub.sources.archive import ArchiveFile
+from tests.archive.landing_sim import NOW, make_source
+
+DAY = date(2025, 1, 8)
+ROW = b"4000000000,97123.45000000,0.00012000,11.65481400,1736208000000000,True,True\n"
+
+
+def _lying_zip(csv: bytes, claimed: int) -> bytes:
+    """One deflated member whose local header and central directory both say it unpacks to `claimed` bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr(zipfile.ZipInfo("a.csv", date_time=(2025, 1, 9, 0, 0, 0)), csv, zipfile.ZIP_DEFLATED)
+    data = bytearray(buf.getvalue())
+    struct.pack_into("<L", data, 22, claimed)  # local file header: uncompressed size
+    cd = data.rfind(b"PK\x01\x02")
+    struct.pack_into("<L", data, cd + 24, claimed)  # central directory: uncompressed size
+    assert zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0].file_size == claimed
+    return bytes(data)
+
+
+def test_a_zip_that_understates_its_csv_size_is_refused_without_inflating_the_whole_member():
+    # A hostile (or broken) archive whose directory says its CSV is small, while the deflate stream unpacks to far
+    # more (a zip bomb): max_csv_bytes guards memory only if no more than the stated size is ever inflated, as
+    # zipfile.read() does (it stops at file_size, then the CRC fails). Inflating the whole stream in one call
+    # holds all of it (64 MiB here; gigabytes for a bomb) before the size check refuses it.
+    import tracemalloc
+
+    csv = ROW * ((64 << 20) // len(ROW))
+    data = _lying_zip(csv, claimed=100_000)
+    del csv
+    a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
+    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveUnreadable):
+            a._unpack(f, "0" * 64, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the stated 100 kB, not the 64 MiB the stream holds
+
+
+def test_a_zip_member_read_from_its_bytes_is_the_member_zipfile_reads():
+    csv = b"".join(b"%d,1.5,2.5,%d,True,True\n" % (4_000_000_000 + i, 1736208000000 + i) for i in range(5000))
+    a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
+    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.csv", csv)
+    lf = a._unpack(f, "0" * 64, buf.getvalue())
+    assert lf.data == csv and lf.first_id == 4_000_000_000 and lf.last_id == 4_000_004_999
+    assert zlib.crc32(lf.data) == zlib.crc32(csv)
