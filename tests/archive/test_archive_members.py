@@ -64,3 +64,23 @@ def test_a_zip_member_read_from_its_bytes_is_the_member_zipfile_reads():
     lf = a._unpack(f, "0" * 64, buf.getvalue())
     assert lf.data == csv and lf.first_id == 4_000_000_000 and lf.last_id == 4_000_004_999
     assert zlib.crc32(lf.data) == zlib.crc32(csv)
+
+
+@pytest.mark.parametrize("csv", [
+    ROW,  # the day's one trade, its line end kept
+    ROW[:-1],  # ... or not
+    b"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n" + ROW,  # with a header row
+    ROW + b"\n\n",  # blank lines after it
+    ROW.replace(b"\n", b"\r\n"),
+], ids=["newline", "no newline", "header", "blank lines after", "crlf"])
+def test_a_day_file_of_one_trade_is_read_as_that_trade(csv):
+    # A quiet pair's day can hold a single trade. Its row is the file's last and only row: the CSV reader was
+    # handed it without its line end and refused it ("Empty CSV file or block"), so the day was paged over REST.
+    a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
+    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.csv", csv)
+    lf = a._unpack(f, "0" * 64, buf.getvalue())
+    assert (lf.first_id, lf.last_id) == (4_000_000_000, 4_000_000_000)
+    assert lf.rows(0, 1) == [ROW[:-1]]

@@ -380,9 +380,15 @@ class ArchiveSource:
 
         indexer = threading.Thread(target=index, name="archive-rows")
         indexer.start()
+        # The CSV reader refuses a lone row without its line end ("Empty CSV file or block"): hand it the last row's
+        # line end where the file has one (no copy), else (a one-row file ending without one) the row and a "\n".
+        if end < len(csv):
+            rows = pa.py_buffer(csv).slice(begin, end - begin + 1)
+        else:
+            rows = body if csv.find(b"\n", begin, end) >= 0 else pa.py_buffer(csv[begin:end] + b"\n")
         try:
             table = pacsv.read_csv(
-                pa.BufferReader(body),
+                pa.BufferReader(rows),
                 read_options=pacsv.ReadOptions(autogenerate_column_names=True),
                 parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
