@@ -84,3 +84,38 @@ def test_a_day_file_of_one_trade_is_read_as_that_trade(csv):
     lf = a._unpack(f, "0" * 64, buf.getvalue())
     assert (lf.first_id, lf.last_id) == (4_000_000_000, 4_000_000_000)
     assert lf.rows(0, 1) == [ROW[:-1]]
+
+
+def _flagged(csv: bytes, *, flag: int = 0, method: int | None = None) -> bytes:
+    """One member, its general purpose flag ORed with flag and its method set (local header and directory)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo("a.csv", date_time=(2025, 1, 9, 0, 0, 0)), csv, zipfile.ZIP_DEFLATED)
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")
+    for at in (6, cd + 8):  # flag bits: local header offset 6, directory offset 8 (method follows each)
+        struct.pack_into("<H", data, at, struct.unpack_from("<H", data, at)[0] | flag)
+        if method is not None:
+            struct.pack_into("<H", data, at + 2, method)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("make", [lambda csv: _flagged(csv, flag=0x1), lambda csv: _flagged(csv, method=9),
+                                  lambda csv: _flagged(csv, method=99)],
+                         ids=["encrypted", "deflate64", "aes"])
+def test_a_verified_file_whose_member_zipfile_cannot_read_is_paged_over_rest(tmp_path, make):
+    # zipfile raises RuntimeError (encrypted) or NotImplementedError (a method it lacks): neither is a
+    # BadZipFile, so the product failed on this file at every run instead of paging the day over REST.
+    from schemahub.store.local import LocalStore
+    from tests.archive.landing_sim import check_exactly_once, finish, make_book, make_sim, utc
+    from tests.archive.test_archive_review import NAME, _serve, _start_of
+
+    store = LocalStore(str(tmp_path))
+    clock = FakeClock(start=NOW.timestamp())
+    book = make_book(start=date(2025, 1, 7))
+    with make_sim(book, clock) as sim:
+        _serve(sim, book, NAME, make)
+        res = finish(store, sim.url, clock, utc(date(2025, 1, 7)))
+    assert res.status == "ok", res.message
+    assert any(NAME in w and "REST" in w for w in res.warnings), res.warnings
+    check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())

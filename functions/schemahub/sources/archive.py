@@ -96,7 +96,10 @@ def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> byte
     A deflated member is inflated in one call from the archive's bytes; any other method (stored, or one zipfile
     reads and ISA-L does not) is read by zipfile itself."""
     if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:  # not deflate, or encrypted
-        return z.read(info)
+        try:
+            return z.read(info)
+        except (RuntimeError, NotImplementedError) as e:  # encrypted, or a method zipfile lacks (deflate64, AES)
+            raise zipfile.BadZipFile(f"{info.filename}: {e}") from None
     head = data[info.header_offset: info.header_offset + _LOCAL_HEADER.size]
     if len(head) != _LOCAL_HEADER.size:
         raise zipfile.BadZipFile(f"truncated local header of {info.filename}")
