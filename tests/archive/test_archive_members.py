@@ -19,11 +19,11 @@ DAY = date(2025, 1, 8)
 ROW = b"4000000000,97123.45000000,0.00012000,11.65481400,1736208000000000,True,True\n"
 
 
-def _lying_zip(csv: bytes, claimed: int) -> bytes:
-    """One deflated member whose local header and central directory both say it unpacks to `claimed` bytes."""
+def _lying_zip(csv: bytes, claimed: int, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """One member whose local header and central directory both say it unpacks to `claimed` bytes."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.writestr(zipfile.ZipInfo("a.csv", date_time=(2025, 1, 9, 0, 0, 0)), csv, zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(buf, "w", method, compresslevel=9) as z:
+        z.writestr(zipfile.ZipInfo("a.csv", date_time=(2025, 1, 9, 0, 0, 0)), csv, method)
     data = bytearray(buf.getvalue())
     struct.pack_into("<L", data, 22, claimed)  # local file header: uncompressed size
     cd = data.rfind(b"PK\x01\x02")
