@@ -392,7 +392,7 @@ def _first_line_schema(body: bytes | None, paths: list):
     first = body[: body.find(b"\n") + 1 or len(body)]
     try:
         row = json.loads(first, object_pairs_hook=_unique_keys)
-    except (ValueError, UnicodeDecodeError, _RepeatedKey):
+    except (ValueError, UnicodeDecodeError, _RepeatedKey, RecursionError):  # nested past Python's limit: Arrow infers
         return None
     if not isinstance(row, dict):
         return None

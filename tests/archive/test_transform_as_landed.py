@@ -173,3 +173,18 @@ def test_a_landing_faster_than_its_transforms_holds_at_most_max_texts_texts():
     early.close()
     assert [k for k, _ in calls] == [f"k{k}" for k in range(10)]
     assert [k for k, held in calls if held] == ["k0", "k1"]
+
+
+def test_files_written_as_objects_land_are_the_bytes_a_later_rebuild_writes(tmp_path, world):
+    # The transform must write byte-identical files on a re-transform: an early transform (from the lander's
+    # text, on a pool, beside other transforms) and a rebuild that reads each object back give the same files.
+    book, sim, url, clock = world
+    store = LocalStore(str(tmp_path))
+    early = TransformAsLanded(Transformer(store), workers=2)
+    Lander(store, make_source(url, clock), clock=clock, on_landed=early).run(PRODUCT, IngestOptions(since=_since()))
+    assert early.close().ok
+    first = {o.key: store.get(o.key).data for o in store.list("curated/")}
+    assert first
+    again = Transformer(store).run(rebuild=True)
+    assert again.ok and not any(again.by_product[k]["quarantined"] for k in again.by_product)
+    assert {o.key: store.get(o.key).data for o in store.list("curated/")} == first

@@ -87,3 +87,17 @@ def test_a_repeat_with_other_values_among_trades_of_one_time_is_quarantined(tmp_
     [q] = _quarantine(store, key)
     assert (q["line"], q["field"]) == (4, "trade_id") and "line 2" in q["reason"]
     assert {r["trade_id"]: r["price"] for r in curated_rows(store)} == {"2": Decimal("100.50"), "1": Decimal("100.50")}
+
+
+def test_a_first_line_nested_deeper_than_pythons_recursion_limit_is_read_not_a_crash_of_the_run(tmp_path):
+    # A hostile exchange adds an unmapped key nested 2,000 deep to a trade. Arrow's reader takes it (the object
+    # reads as before); json.loads of the first line raised RecursionError, which escaped Transformer.run and
+    # stopped every object after this one.
+    store = LocalStore(str(tmp_path))
+    deep = json.loads(_line(1))
+    first = json.dumps(deep, separators=(",", ":")).encode()[:-1] + b',"detail":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    put_raw(store, [first, _line(2), _line(3)])
+    put_raw(store, [_line(4), _line(5)], start=4)
+    res = Transformer(store).run()
+    assert (res.ok, res.objects, res.rows, res.quarantined) == (True, 2, 5, 0), (res.failed, res.damaged)
+    assert sorted(r["trade_id"] for r in curated_rows(store)) == ["1", "2", "3", "4", "5"]

@@ -64,11 +64,11 @@ log = logging.getLogger("schemahub.archive")
 
 try:  # ISA-L's inflate: the same deflate streams, 2x faster than zlib (bench/bench_archive.py)
     from isal.isal_zlib import crc32 as _crc32
-    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import decompressobj as _inflater
     from isal.isal_zlib import error as _InflateError
 except ImportError:  # a platform without an isal wheel
     from zlib import crc32 as _crc32
-    from zlib import decompress as _inflate
+    from zlib import decompressobj as _inflater
     from zlib import error as _InflateError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -103,7 +103,10 @@ def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> byte
     A deflated member is inflated in one call from the archive's bytes; any other method (stored, or one zipfile
     reads and ISA-L does not) is read by zipfile itself."""
     if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:  # not deflate, or encrypted
-        return z.read(info)
+        try:
+            return z.read(info)
+        except (RuntimeError, NotImplementedError) as e:  # encrypted, or a method zipfile lacks (deflate64, AES)
+            raise zipfile.BadZipFile(f"{info.filename}: {e}") from None
     head = data[info.header_offset: info.header_offset + _LOCAL_HEADER.size]
     if len(head) != _LOCAL_HEADER.size:
         raise zipfile.BadZipFile(f"truncated local header of {info.filename}")
@@ -114,7 +117,13 @@ def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> byte
     stream = data[begin: begin + info.compress_size]
     if len(stream) != info.compress_size:
         raise EOFError(f"{info.filename}: {len(stream)} of {info.compress_size} compressed bytes")
-    out = _inflate(stream, wbits=-15, bufsize=max(info.file_size, 1))
+    # At most one byte more than the directory says (a member that unpacks to more, a zip bomb, is refused
+    # without ever holding more than max_csv_bytes), and the stream must end there.
+    inflater = _inflater(wbits=-15)
+    out = inflater.decompress(stream, info.file_size + 1)
+    if not inflater.eof:
+        raise zipfile.BadZipFile(f"{info.filename}: the deflate stream does not end at the {info.file_size} bytes "
+                                 f"the directory says it unpacks to")
     if len(out) != info.file_size or _crc32(out) != info.CRC:
         raise zipfile.BadZipFile(f"bad CRC-32 or size for {info.filename} ({len(out)} bytes, "
                                  f"{info.file_size} in the directory)")
@@ -381,9 +390,15 @@ class ArchiveSource:
 
         indexer = threading.Thread(target=index, name="archive-rows")
         indexer.start()
+        # The CSV reader refuses a lone row without its line end ("Empty CSV file or block"): hand it the last row's
+        # line end where the file has one (no copy), else (a one-row file ending without one) the row and a "\n".
+        if end < len(csv):
+            rows = pa.py_buffer(csv).slice(begin, end - begin + 1)
+        else:
+            rows = body if csv.find(b"\n", begin, end) >= 0 else pa.py_buffer(csv[begin:end] + b"\n")
         try:
             table = pacsv.read_csv(
-                pa.BufferReader(body),
+                pa.BufferReader(rows),
                 read_options=pacsv.ReadOptions(autogenerate_column_names=True),
                 parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
