@@ -54,14 +54,18 @@ def test_a_zip_that_understates_its_csv_size_is_refused_without_inflating_the_wh
     assert peak < 8 << 20, peak  # the stated 100 kB, not the 64 MiB the stream holds
 
 
-def test_a_zip_member_read_from_its_bytes_is_the_member_zipfile_reads():
-    csv = b"".join(b"%d,1.5,2.5,%d,True,True\n" % (4_000_000_000 + i, 1736208000000 + i) for i in range(5000))
+def _unpacked(csv: bytes):
+    """The day file holding csv (one deflated member), unpacked by the archive source."""
     a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
-    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("a.csv", csv)
-    lf = a._unpack(f, "0" * 64, buf.getvalue())
+    return a._unpack(ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY), "0" * 64, buf.getvalue())
+
+
+def test_a_zip_member_read_from_its_bytes_is_the_member_zipfile_reads():
+    csv = b"".join(b"%d,1.5,2.5,%d,True,True\n" % (4_000_000_000 + i, 1736208000000 + i) for i in range(5000))
+    lf = _unpacked(csv)
     assert lf.data == csv and lf.first_id == 4_000_000_000 and lf.last_id == 4_000_004_999
     assert zlib.crc32(lf.data) == zlib.crc32(csv)
 
@@ -76,12 +80,7 @@ def test_a_zip_member_read_from_its_bytes_is_the_member_zipfile_reads():
 def test_a_day_file_of_one_trade_is_read_as_that_trade(csv):
     # A quiet pair's day can hold a single trade. Its row is the file's last and only row: the CSV reader was
     # handed it without its line end and refused it ("Empty CSV file or block"), so the day was paged over REST.
-    a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
-    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("a.csv", csv)
-    lf = a._unpack(f, "0" * 64, buf.getvalue())
+    lf = _unpacked(csv)
     assert (lf.first_id, lf.last_id) == (4_000_000_000, 4_000_000_000)
     assert lf.rows(0, 1) == [ROW[:-1]]
 
