@@ -32,8 +32,13 @@ def sim(exchange: str, books: list[Book], **kw) -> ExchangeSim:
 
 
 def source(exchange: str, url: str, *, page_size: int | None = None, pages_per_object: int | None = None,
-           rate: float = 500.0, retry: dict | None = None, headers: dict | None = None, clock=None):
-    """The exchange's real mapping, pointed at url, with test-sized pages and fast retries."""
+           rate: float = 500.0, retry: dict | None = None, headers: dict | None = None, clock=None,
+           archive: bool = False):
+    """The exchange's real mapping, pointed at url, with test-sized pages and fast retries.
+
+    REST paging only, unless archive: these suites test pages, and on the wall clock Binance's archive would take
+    over any book day whose file is published (from 08:00 UTC for yesterday), so what a test lands would depend on
+    the time of day it runs. The archive's own tests run on a fake clock (tests/archive)."""
     spec = with_base_url(load_exchange(exchange), url)
     t = spec.source.trades
     tu = {}
@@ -47,7 +52,7 @@ def source(exchange: str, url: str, *, page_size: int | None = None, pages_per_o
         "trades": t.model_copy(update=tu),
         "retry": spec.source.retry.model_copy(update=retry or {"max_attempts": 12, "base_delay_s": 0.01, "max_delay_s": 0.1}),
     })
-    spec = spec.model_copy(update={"source": src})
+    spec = spec.model_copy(update={"source": src} if archive else {"source": src, "archive": None})
     kw = {"clock": clock} if clock is not None else {}
     return source_from_spec(spec, rate=rate, **kw)
 
