@@ -281,7 +281,7 @@ def _convert(name: str, col, text, state, out: dict) -> None:
                 out[name] = pc.cast(text, DECIMAL)  # every value is a plain decimal: the common case
                 return
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass  # cannot happen for values that match; the row-by-row path decides
+                pass  # a value holding a newline passed the joined check: the row-by-row path decides
         fine = pc.match_substring_regex(text, _DECIMAL)
         if not pc.all(pc.fill_null(fine, True)).as_py():
             state.mark(pc.match_substring_regex(text, _TOO_PRECISE), name, "more than 12 decimals (never rounded)", text)

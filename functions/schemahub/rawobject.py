@@ -86,11 +86,13 @@ def make_header(*, exchange: str, product_id: str, symbol: str, start: int, end:
     return doc
 
 
+def _head(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
 def encode(header: dict, lines: list[bytes]) -> bytes:
     """gzip(header line + one verbatim trade per line); deterministic bytes (mtime=0)."""
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = b"\n".join([head, *lines]) + b"\n"
-    return _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return compress(b"\n".join([_head(header), *lines]) + b"\n")
 
 
 def text_of_block(header: dict, block: bytes) -> bytes:
@@ -99,7 +101,7 @@ def text_of_block(header: dict, block: bytes) -> bytes:
 
     The block holds header["count"] lines (an archive slice's rows, cut from the file's bytes at its row bounds;
     the transform checks the count again); with a count of 0 it is empty."""
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head = _head(header)
     return head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
 
 
@@ -111,11 +113,6 @@ def decompress(data: bytes) -> bytes:
 def compress(text: bytes) -> bytes:
     """The stored bytes of an object's text; deterministic (mtime=0)."""
     return _gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0)
-
-
-def encode_block(header: dict, block: bytes) -> bytes:
-    """encode(header, lines) for lines given as one block (see text_of_block)."""
-    return compress(text_of_block(header, block))
 
 
 def _parse_header(line: bytes, key: str) -> RawHeader:

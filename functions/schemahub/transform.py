@@ -416,9 +416,7 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
     # REST chain (ids rise with time) and an archive file alike.
     order, distinct = None, False
     if n > 1 and good.true_count == n:
-        t = cols["trade_time"]
-        if not pc.all(pc.greater_equal(t.slice(1), t.slice(0, n - 1))).as_py():
-            order = pc.sort_indices(t)  # stable: equal times keep raw-line order, so output is deterministic
+        order = _time_order(cols["trade_time"])
         if ints is not None:
             s = ints if order is None else ints.take(order)
             distinct = pc.all(pc.greater(s.slice(1), s.slice(0, n - 1))).as_py()
@@ -447,11 +445,9 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
             arrays.append(constant(const[f.name], f.type, n_good))
     table = pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
     if n_good > 1 and n_good != n:
-        # Stable sort: equal times keep raw-line order, which never changes, so output is deterministic. Rows
-        # already in time order (an archive file, oldest first) are left as they are: the same result.
-        t = table["trade_time"]
-        if not pc.all(pc.greater_equal(t.slice(1), t.slice(0, n_good - 1))).as_py():
-            table = table.take(pc.sort_indices(t))
+        rows = _time_order(table["trade_time"])
+        if rows is not None:
+            table = table.take(rows)
     empty = pa.table({c: pa.array([], pa.string()) for c in ("raw_key", "field", "reason", "value", "raw")})
     n_bad = n - good.true_count if n else 0
     if n_bad == 0:
@@ -467,6 +463,15 @@ def build_table(compiled: Compiled | CompiledCsv, rest: bytes, *, header: dict, 
         "raw": lines.array.filter(bad_mask),
     })
     return table, quarantined, info
+
+
+def _time_order(t) -> pa.Array | None:
+    """The rows' indices in trade_time order, or None when they are in that order already (an archive file,
+    oldest first). Stable: equal times keep raw-line order, which never changes, so output is deterministic."""
+    n = len(t)
+    if n < 2 or pc.all(pc.greater_equal(t.slice(1), t.slice(0, n - 1))).as_py():
+        return None
+    return pc.sort_indices(t)
 
 
 def _check_values(cols: dict, bad, fetched: datetime) -> None:

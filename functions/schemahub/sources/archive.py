@@ -216,10 +216,6 @@ class Slice:
         return self.end - self.start
 
     @property
-    def lines(self) -> list[bytes]:
-        return self.block.split(b"\n") if self.block else []
-
-    @property
     def min_id(self) -> int:
         return self.start + 1
 
