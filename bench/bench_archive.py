@@ -52,7 +52,7 @@ from schemahub.landing import IngestOptions, Lander  # noqa: E402
 from schemahub.pipeline import TransformAsLanded  # noqa: E402
 from schemahub.sim import BinanceSim, Book  # noqa: E402
 from schemahub.sim.archive import _day_us  # noqa: E402
-from schemahub.sources.archive import _read_member as read_member  # noqa: E402
+from schemahub.sources.archive import read_member  # noqa: E402
 from schemahub.sources.base import Product  # noqa: E402
 from schemahub.sources.http import Response  # noqa: E402
 from schemahub.sources.spec import load_exchange, with_archive_url, with_base_url  # noqa: E402

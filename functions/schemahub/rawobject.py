@@ -95,14 +95,11 @@ def encode(header: dict, lines: list[bytes]) -> bytes:
     return compress(b"\n".join([_head(header), *lines]) + b"\n")
 
 
-def text_of_block(header: dict, block: bytes) -> bytes:
-    """The object's text (what compress() compresses, and split_text() reads) for lines given as one block,
-    b"\\n".join(lines): no Python object per line.
-
-    The block holds header["count"] lines (an archive slice's rows, cut from the file's bytes at its row bounds;
-    the transform checks the count again); with a count of 0 it is empty."""
-    head = _head(header)
-    return head + b"\n" + block + b"\n" if header["count"] else head + b"\n"
+def text_of_parts(header: dict, parts: list) -> bytes:
+    """The object's text (what compress() compresses, and split_text() reads) for lines given as buffers whose
+    concatenation is header["count"] lines, each ending in "\\n" (an archive slice: views of the file's rows, cut
+    at its row bounds; the transform checks the count again): one copy, no Python object per line."""
+    return b"".join([_head(header), b"\n", *parts])
 
 
 def decompress(data: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Reviewer's tests of an archive zip member read from its bytes (sources/archive.py _read_member)."""
+"""Reviewer's tests of an archive zip member read from its bytes (sources/archive.py read_member)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,26 @@ def test_a_verified_file_whose_member_zipfile_cannot_read_is_paged_over_rest(tmp
     assert res.status == "ok", res.message
     assert any(NAME in w and "REST" in w for w in res.warnings), res.warnings
     check_exactly_once(store, sim, book, _start_of(sim, book, date(2025, 1, 7)), book.head())
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2], ids=["lzma", "bzip2"])
+def test_a_member_in_a_method_with_no_output_cap_is_refused_before_it_is_unpacked(method):
+    # zipfile reads a bzip2 or LZMA member 4 KiB of input at a time, with no limit on what each 4 KiB unpacks
+    # to: a member that understates its size (a bomb) was unpacked whole (8 MiB here, a 25 MiB peak; gigabytes
+    # for a real bomb) before its size and CRC were checked. Binance's files are deflated: such a member is
+    # unreadable (REST pages its day, as for an encrypted member), and nothing of it is unpacked.
+    import tracemalloc
+
+    csv = ROW * ((8 << 20) // len(ROW))
+    data = _lying_zip(csv, claimed=100_000, method=method)
+    del csv
+    a = make_source("http://127.0.0.1:9", FakeClock(start=NOW.timestamp())).archive
+    f = ArchiveFile(f"BTCUSDT-trades-{DAY}.zip", "/x", DAY, DAY)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveUnreadable, match="method"):
+            a._unpack(f, "0" * 64, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak

@@ -487,7 +487,7 @@ class Lander:
             self.progress(self.exchange, product.product_id, sl.count, sl.end, head)
         # Compressed on a small pool while the writer lands the object before it (ISA-L and zlib release the
         # GIL): a busy day's slices compress side by side, still landed strictly in order.
-        text = rawobject.text_of_block(header, sl.block)
+        text = rawobject.text_of_parts(header, sl.parts)
         body = _encoder().submit(rawobject.compress, text)
         return _Group(key, start, sl.end, header, None, caught_up=sl.end >= head, archive=True, body=body,
                       count=sl.count, text=text)

@@ -33,8 +33,9 @@ import io
 import json
 import logging
 import re
-import threading
+import queue
 import struct
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -81,15 +82,17 @@ def max_breaks(rows: int) -> int:
     return max(100, rows // 10_000)
 
 
-def _row_bounds(body: pa.Buffer, begin: int) -> pa.Array:
-    """Where each row of body starts, as offsets into the file's bytes (body starts at begin), and one past the end.
+def _row_bounds(piece) -> pa.Array:
+    """Where each row of a piece (whole rows, each ending in "\\n") starts, and its length as the last entry.
 
-    int64, len = rows + 1: row i is data[bounds[i] : bounds[i + 1] - 1]. pyarrow splits at each newline (the rows
-    come out packed, without their newlines: row i starts i bytes earlier there than in the file)."""
+    int64, len = rows + 1: row i, with its line end, is piece[bounds[i] : bounds[i + 1]]. pyarrow splits at each
+    newline (the rows come out packed, without their newlines: row i starts i bytes earlier there than in the
+    piece)."""
+    body = piece.slice(0, len(piece) - 1)  # without the last line end: no empty row after it
     rows = pc.split_pattern(pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.array([0, len(body)], pa.int64()).buffers()[1], body]),
                             "\n").values
     packed = pa.Array.from_buffers(pa.int64(), len(rows) + 1, [None, rows.buffers()[1]], offset=rows.offset)
-    return pc.add(pc.add(packed, _arange(len(rows) + 1)), begin)
+    return pc.add(packed, _arange(len(rows) + 1))
 
 
 def _arange(n: int) -> pa.Array:
@@ -97,16 +100,28 @@ def _arange(n: int) -> pa.Array:
     return pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
 
 
-def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> bytes:
-    """The member's bytes, as zipfile's read() gives them (its CRC-32 and size checked), inflated with ISA-L.
+#: Compressed bytes inflated at a time: ~7 MB of a day file's CSV, whose rows are indexed on another thread
+#: while the next piece inflates (bench/bench_archive.py), and few enough that the memory is reused.
+INFLATE_STEP = 2 << 20
 
-    A deflated member is inflated in one call from the archive's bytes; any other method (stored, or one zipfile
-    reads and ISA-L does not) is read by zipfile itself."""
-    if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:  # not deflate, or encrypted
-        try:
-            return z.read(info)
-        except (RuntimeError, NotImplementedError) as e:  # encrypted, or a method zipfile lacks (deflate64, AES)
-            raise zipfile.BadZipFile(f"{info.filename}: {e}") from None
+
+def _member_chunks(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo):
+    """The member's bytes, in order, in chunks of a few MB, inflated with ISA-L from the archive's bytes.
+
+    Its size and CRC-32 are checked once the last chunk is out, as zipfile's read() checks them (BadZipFile):
+    the caller uses nothing of the member before the generator is exhausted. It never holds more than one byte
+    beyond the size the directory states (a member that unpacks to more, a zip bomb, is refused there). A
+    stored member is read by zipfile (its bytes are its size). Any other method, or an encrypted member, is
+    refused unread: zipfile unpacks bzip2 and LZMA with no cap on what a few bytes unpack to, and Binance's
+    files are deflated."""
+    if info.flag_bits & 0x1:
+        raise zipfile.BadZipFile(f"{info.filename} is encrypted")
+    if info.compress_type == zipfile.ZIP_STORED:
+        yield z.read(info)
+        return
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise zipfile.BadZipFile(f"{info.filename} uses compression method {info.compress_type}, not deflate or "
+                                 "stored")
     head = data[info.header_offset: info.header_offset + _LOCAL_HEADER.size]
     if len(head) != _LOCAL_HEADER.size:
         raise zipfile.BadZipFile(f"truncated local header of {info.filename}")
@@ -114,20 +129,149 @@ def _read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> byte
     if sig != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"bad local header signature of {info.filename}")
     begin = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-    stream = data[begin: begin + info.compress_size]
+    stream = memoryview(data)[begin: begin + info.compress_size]
     if len(stream) != info.compress_size:
         raise EOFError(f"{info.filename}: {len(stream)} of {info.compress_size} compressed bytes")
-    # At most one byte more than the directory says (a member that unpacks to more, a zip bomb, is refused
-    # without ever holding more than max_csv_bytes), and the stream must end there.
     inflater = _inflater(wbits=-15)
-    out = inflater.decompress(stream, info.file_size + 1)
-    if not inflater.eof:
+    left, crc = info.file_size + 1, 0  # at most one byte more than the directory says
+    for at in range(0, len(stream), INFLATE_STEP):
+        out = inflater.decompress(stream[at: at + INFLATE_STEP], left)
+        left -= len(out)
+        if left <= 0:
+            break
+        crc = _crc32(out, crc)
+        if out:
+            yield out
+    if left <= 0 or not inflater.eof:
         raise zipfile.BadZipFile(f"{info.filename}: the deflate stream does not end at the {info.file_size} bytes "
                                  f"the directory says it unpacks to")
-    if len(out) != info.file_size or _crc32(out) != info.CRC:
-        raise zipfile.BadZipFile(f"bad CRC-32 or size for {info.filename} ({len(out)} bytes, "
+    if left != 1 or crc != info.CRC:
+        raise zipfile.BadZipFile(f"bad CRC-32 or size for {info.filename} ({info.file_size + 1 - left} bytes, "
                                  f"{info.file_size} in the directory)")
-    return out
+
+
+def read_member(z: zipfile.ZipFile, data: bytes, info: zipfile.ZipInfo) -> bytes:
+    """The member's bytes, as zipfile's read() gives them (its CRC-32 and size checked), inflated with ISA-L."""
+    return b"".join(_member_chunks(z, data, info))
+
+
+_CONTENT = re.compile(rb"[^\n]")  # a byte that is not a line end
+
+
+class _Rows:
+    """A member's bytes, fed chunk by chunk, cut into pieces of whole rows, as the file's rows are read.
+
+    Each piece ends with its row's line end. The rows are the file's, verbatim, except that a UTF-8 byte order
+    mark before the first row, a header row (spot files have none: a first cell that is not a number) and the
+    line ends after the last row are not rows, and CRLF line ends are made LF. A row that starts in one chunk
+    and ends in the next is copied into a piece of its own (a few bytes); the rest are views of the chunks."""
+
+    def __init__(self) -> None:
+        self.tail: list[bytes] = []  # the bytes after the last line end seen (a row not ended yet)
+        self.held: list = []  # the last piece holding a row, and pieces of blank lines after it (the file's end?)
+        self.first = True
+        self.header_lines = 0
+
+    def feed(self, chunk: bytes) -> list:
+        """The pieces this chunk completes (held back: the last of them, until a later one shows it is not the end)."""
+        if b"\r" in chunk or (self.tail and self.tail[-1].endswith(b"\r")):
+            if self.tail and self.tail[-1].endswith(b"\r") and chunk.startswith(b"\n"):
+                self.tail[-1] = self.tail[-1][:-1]  # a CRLF split between two chunks
+            chunk = chunk.replace(b"\r\n", b"\n")
+        last = chunk.rfind(b"\n")
+        if last < 0:
+            if chunk:
+                self.tail.append(chunk)
+            return []
+        first = chunk.find(b"\n")
+        pieces = [b"".join([*self.tail, chunk[: first + 1]])]
+        if last > first:
+            pieces.append(pa.py_buffer(chunk).slice(first + 1, last - first))
+        rest = chunk[last + 1:]
+        self.tail = [rest] if rest else []
+        return self._ready(pieces)
+
+    def finish(self) -> list:
+        """The pieces left once the member's last chunk is fed: the last row (with a line end given if it has
+        none), without the blank lines after it."""
+        out = self._ready([b"".join(self.tail) + b"\n"]) if self.tail else []
+        self.tail = []
+        if self.held:
+            last = self.held[0]
+            if _CONTENT.search(memoryview(last)):
+                text = bytes(last).rstrip(b"\n") + b"\n" if bytes(last[-2:]) == b"\n\n" else last
+                out.append(text)
+        self.held = []
+        return out
+
+    def _ready(self, pieces: list) -> list:
+        out = []
+        for piece in pieces:
+            if self.first:  # the file's first row (a piece of its own: the first line end ends a chunk's head)
+                self.first = False
+                if piece.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of the first row
+                    piece = piece[3:]
+                line = piece[:-1]
+                cell = line[: line.find(b",")] if b"," in line[:200] else line[:20]
+                if line.strip() and not cell.strip().isdigit():  # a header row (spot files have none): dropped
+                    self.header_lines = 1
+                    continue
+            if _CONTENT.search(memoryview(piece)):  # a row: what was held is not the file's end
+                out += self.held
+                self.held = [piece]
+            else:
+                self.held.append(piece)  # blank lines: rows (refused as such) unless no row follows them
+        return out
+class _Index:
+    """The rows' bounds and trade ids, piece by piece, on a thread of its own (pyarrow releases the GIL) while the
+    caller inflates the next chunk. Every row must have the first row's number of cells and an integer id."""
+
+    def __init__(self) -> None:
+        self.pieces: list[pa.Buffer] = []
+        self.bounds: list[pa.Array] = []
+        self.ids: list[pa.Array] = []
+        self.error: BaseException | None = None
+        self.names: list[str] | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="archive-rows", daemon=True)
+        self._thread.start()
+
+    def put(self, pieces: list) -> None:
+        for p in pieces:
+            self._queue.put(p)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def result(self) -> tuple[list[pa.Buffer], list[pa.Array], pa.Array]:
+        """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised."""
+        if self.error is not None:
+            raise self.error
+        ids = pa.chunked_array(self.ids, pa.int64()).combine_chunks()
+        return self.pieces, self.bounds, ids
+
+    def _work(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                piece = piece if isinstance(piece, pa.Buffer) else pa.py_buffer(piece)
+                if self.names is None:  # the width of the first row: every row must have it
+                    head = piece.slice(0, min(len(piece), 1 << 16)).to_pybytes().partition(b"\n")[0]
+                    self.names = [f"f{i}" for i in range(head.count(b",") + 1)]
+                table = pacsv.read_csv(
+                    pa.BufferReader(piece),
+                    read_options=pacsv.ReadOptions(column_names=self.names),
+                    parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                    convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+                self.bounds.append(_row_bounds(piece))
+                self.ids.extend(table.column("f0").chunks)
+                self.pieces.append(piece)
+            except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
+                self.error = e
+
+
 _DAY = timedelta(days=1)
 
 
@@ -149,13 +293,14 @@ class ArchiveFile:
 class LoadedFile:
     """A verified file's data rows, verbatim, and their ids (pyarrow int64).
 
-    The rows are held once, as the file's bytes and where each row starts (not a Python object per row: a busy
-    pair's day is GiBs); `rows(a, b)` cuts rows a..b-1 for one slice."""
+    The rows are held once, as pieces of the file's bytes and where each row starts in its piece (not a Python
+    object per row: a busy pair's day is GiBs); `parts(a, b)` cuts rows a..b-1 for one slice."""
 
     file: ArchiveFile
     sha256: str
-    data: bytes  # the CSV (line ends made \n)
-    bounds: pa.Array  # int64, len = rows + 1: row i is data[bounds[i] : bounds[i + 1] - 1]
+    pieces: list  # pa.Buffer: the CSV's rows in order (line ends made \n), whole rows each ending in \n
+    starts: list[int]  # the file's row index of each piece's first row, then the row count
+    bounds: list  # per piece, int64, len = its rows + 1: its row i is piece[bounds[i] : bounds[i + 1]]
     ids: pa.Array
     header_lines: int  # 1 when the file had a header row (dropped), else 0
     breaks: list[int]  # row indexes i where ids[i + 1] != ids[i] + 1
@@ -165,15 +310,26 @@ class LoadedFile:
     def count(self) -> int:
         return len(self.ids)
 
+    @property
+    def data(self) -> bytes:
+        """The rows as one text (a copy: for tests and small files)."""
+        return b"".join(self.pieces)
+
     def rows(self, a: int, b: int) -> list[bytes]:
         """Rows a..b-1, verbatim (without their line ends)."""
-        return self.block(a, b).split(b"\n") if b > a else []
+        return b"".join(self.parts(a, b))[:-1].split(b"\n") if b > a else []
 
-    def block(self, a: int, b: int) -> bytes:
-        """Rows a..b-1 as one block, verbatim, joined by their line ends (b"" for none): one copy, no list."""
-        if b <= a:
-            return b""
-        return self.data[self.bounds[a].as_py(): self.bounds[b].as_py() - 1]
+    def parts(self, a: int, b: int) -> list:
+        """Rows a..b-1 as views of the pieces (buffers; no copy), each row with its line end: [] for none."""
+        out = []
+        k = bisect.bisect_right(self.starts, a) - 1
+        while a < b:
+            first, end = self.starts[k], min(b, self.starts[k + 1])
+            bounds = self.bounds[k]
+            lo, hi = bounds[a - first].as_py(), bounds[end - first].as_py()
+            out.append(self.pieces[k].slice(lo, hi - lo))
+            a, k = end, k + 1
+        return out
 
     @property
     def first_id(self) -> int | None:
@@ -206,7 +362,7 @@ class Slice:
 
     start: int
     end: int
-    block: bytes  # the rows, verbatim, joined by "\n" (LoadedFile.block): end - start of them
+    parts: list  # the rows, verbatim, each with its "\n" (LoadedFile.parts: views of the file): end - start of them
     source: dict
     requests: list[str]  # what the header names: the REST probe and the file (even when already in memory)
     sent: int = 0  # requests this slice sent (a slice of a file in memory sends none)
@@ -357,65 +513,33 @@ class ArchiveSource:
                 if members[0].file_size > self.spec.max_csv_bytes:
                     raise ArchiveTooLarge(f"{self.exchange}: {f.name} unpacks to {members[0].file_size} bytes, more than "
                                        f"archive.source.max_csv_bytes ({self.spec.max_csv_bytes}): not landed")
-                csv = _read_member(z, data, members[0])
+                rows = _Rows()
+                index = _Index()
+                try:
+                    for chunk in _member_chunks(z, data, members[0]):
+                        index.put(rows.feed(chunk))
+                    index.put(rows.finish())
+                finally:
+                    index.close()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, _InflateError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
                                f"({type(e).__name__}: {e}): not landed") from None
-        if csv.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of the first row
-            csv = csv[3:]
-        if b"\r" in csv:
-            csv = csv.replace(b"\r\n", b"\n")
-        header, begin, end = 0, 0, len(csv)
-        first_field = csv[: csv.find(b",")] if b"," in csv[:200] else csv[:20]
-        if csv and not first_field.strip().isdigit():  # a header row (spot files have none): dropped
-            header = 1
-            nl = csv.find(b"\n")
-            begin = end if nl < 0 else nl + 1
-        while end > begin and csv[end - 1] == 10:  # the last row's line end, and blank lines after it: not rows
-            end -= 1
-        if end <= begin:
-            return LoadedFile(f, sha, b"", pa.array([0], pa.int64()), pa.array([], pa.int64()), header, [])
-        body = pa.py_buffer(csv).slice(begin, end - begin)  # no copy
-        # The row bounds (on a thread: pyarrow releases the GIL) while the CSV reader reads the ids.
-        box: dict = {}
-        def index() -> None:
-            try:
-                box["bounds"] = _row_bounds(body, begin)
-            except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
-                box["error"] = e
-
-        indexer = threading.Thread(target=index, name="archive-rows")
-        indexer.start()
-        # The CSV reader refuses a lone row without its line end ("Empty CSV file or block"): hand it the last row's
-        # line end where the file has one (no copy), else (a one-row file ending without one) the row and a "\n".
-        if end < len(csv):
-            rows = pa.py_buffer(csv).slice(begin, end - begin + 1)
-        else:
-            rows = body if csv.find(b"\n", begin, end) >= 0 else pa.py_buffer(csv[begin:end] + b"\n")
         try:
-            table = pacsv.read_csv(
-                pa.BufferReader(rows),
-                read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-                parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-                convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+            pieces, bounds, ids = index.result()
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
-        finally:
-            indexer.join()
-        if "error" in box:
-            raise box["error"]
-        bounds = box["bounds"]
-        n = len(bounds) - 1
-        ids = table.column("f0").combine_chunks()
-        if len(ids) != n or ids.null_count:
-            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {n} lines but {len(ids)} CSV rows "
+        starts = [0]
+        for b in bounds:
+            starts.append(starts[-1] + len(b) - 1)
+        if len(ids) != starts[-1] or ids.null_count:
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name}: {starts[-1]} lines but {len(ids)} CSV rows "
                                f"({ids.null_count} without an id): not landed")
         breaks: list[int] = []
         if len(ids) > 1:
             step = pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1))
             breaks = pc.indices_nonzero(pc.not_equal(step, 1)).to_pylist()
-        return LoadedFile(f, sha, csv, bounds, ids, header, breaks)
+        return LoadedFile(f, sha, pieces, starts, bounds, ids, rows.header_lines, breaks)
 
     # ------------------------------------------------------------ landing
     def begin(self, product_id: str) -> None:
@@ -468,7 +592,7 @@ class ArchiveSource:
         stop = min(lf.run_end(row), row + self.spec.rows_per_object, row + (top - cursor))
         count = max(0, stop - row)
         first_line = row + 1 + lf.header_lines  # line numbers in the CSV file, 1-based, inclusive
-        return Slice(cursor, cursor + count, lf.block(row, stop),
+        return Slice(cursor, cursor + count, lf.parts(row, stop),
                      {"file": lf.file.name, "sha256": lf.sha256, "rows": [first_line, first_line + count - 1]},
                      requests or [lf.file.path], sent=st.sent - sent_before)
 
