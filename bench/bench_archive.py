@@ -49,6 +49,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from schemahub.clock import FakeClock  # noqa: E402
 from schemahub.ingest import source_from_spec  # noqa: E402
 from schemahub.landing import IngestOptions, Lander  # noqa: E402
+from schemahub.memory import tune_allocator  # noqa: E402
 from schemahub.pipeline import TransformAsLanded  # noqa: E402
 from schemahub.sim import BinanceSim, Book  # noqa: E402
 from schemahub.sim.archive import _day_us  # noqa: E402
@@ -171,6 +172,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    tuned = tune_allocator()  # as `schemahub` and the Lambda handlers do at start (both sides of the ratio run with it)
     book, sim, clock, _ = make_world(args.rows, args.days)
     total = args.rows * args.days + TAIL
     url = sim.start()
@@ -200,7 +202,8 @@ def main() -> None:
     load = os.getloadavg()
     print(f"archive benchmark: {args.days} simulated BTCUSDT day(s) of {args.rows:,} trades ({zbytes / 2**20:.1f} MiB "
           f"of zip) + {TAIL} REST trades, {args.rounds} paired rounds (medians), wall time, {THREADS} threads, "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}, "
+          f"allocator {'tuned' if tuned else 'as is'} (schemahub.memory)")
     print(f"  download from the simulator (not counted) {download_s:.2f} s")
     print(f"  reference (unzip+read_csv+cast+write)  {statistics.median(r for r, _ in pairs):>12,.0f} trades/s")
     print(f"  schemahub ingest + transform           {e2e:>12,.0f} trades/s   (target >= 1,000,000)")

@@ -7,10 +7,13 @@ import os
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from schemahub.memory import tune_allocator
+
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "schemahub")
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "schemahub")
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE)
+tune_allocator()  # once per cold start: every handler imports this module
 
 
 # The only metrics with an exchange dimension: an alarm (freshness) or the headline graph reads them per exchange.

@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 from schemahub import logs, settings
 from schemahub.errors import ConfigError, SchemahubError, UsageError
 from schemahub.layout import PRODUCT_ID, raw_prefix
+from schemahub.memory import tune_allocator
 
 log = logging.getLogger("schemahub.cli")
 
@@ -985,6 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     try:
         logs.setup(verbose)
+        tune_allocator()
         _check_environment(args)
         return args.func(args)
     except (UsageError, ConfigError) as e:
