@@ -171,9 +171,13 @@ class _Rows:
         self.held: list = []  # the last piece holding a row, and pieces of blank lines after it (the file's end?)
         self.first = True
         self.header_lines = 0
+        self.quoted = False  # a quote somewhere in the file: its quoted cells may run across pieces
+        self.eol_added = False  # the last row had no line end: finish() gave it one
 
     def feed(self, chunk: bytes) -> list:
         """The pieces this chunk completes (held back: the last of them, until a later one shows it is not the end)."""
+        if not self.quoted and b'"' in chunk:
+            self.quoted = True
         if b"\r" in chunk or (self.tail and self.tail[-1].endswith(b"\r")):
             if self.tail and self.tail[-1].endswith(b"\r") and chunk.startswith(b"\n"):
                 self.tail[-1] = self.tail[-1][:-1]  # a CRLF split between two chunks
@@ -195,6 +199,7 @@ class _Rows:
         """The pieces left once the member's last chunk is fed: the last row (with a line end given if it has
         none), without the blank lines after it."""
         out = self._ready([b"".join(self.tail) + b"\n"]) if self.tail else []
+        self.eol_added = bool(self.tail)
         self.tail = []
         if self.held:
             last = self.held[0]
@@ -222,15 +227,23 @@ class _Rows:
             else:
                 self.held.append(piece)  # blank lines: rows (refused as such) unless no row follows them
         return out
+
+
 class _Index:
     """The rows' bounds and trade ids, piece by piece, on a thread of its own (pyarrow releases the GIL) while the
-    caller inflates the next chunk. Every row must have the first row's number of cells and an integer id."""
+    caller inflates the next chunk. Every row must have the first row's number of cells and an integer id.
+
+    The ids are read as the whole body read at once reads them (ebb3dbd): the CSV reader's column names come from
+    the first row's cells, all of them; a byte order mark is skipped only at the start of the body, where the
+    reader skips it (a later row that starts with one has no integer id); and a file with quotes, whose quoted
+    cells may run across line ends and so across pieces, has its ids read from the whole body at the end."""
 
     def __init__(self) -> None:
         self.pieces: list[pa.Buffer] = []
         self.bounds: list[pa.Array] = []
         self.ids: list[pa.Array] = []
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the pieces could not be indexed
+        self.id_error: BaseException | None = None  # some piece's ids could not be read (piece by piece)
         self.names: list[str] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="archive-rows", daemon=True)
@@ -244,12 +257,33 @@ class _Index:
         self._queue.put(None)
         self._thread.join()
 
-    def result(self) -> tuple[list[pa.Buffer], list[pa.Array], pa.Array]:
-        """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised."""
+    def result(self, quoted: bool = False, eol_added: bool = False) -> tuple[list[pa.Buffer], list[pa.Array], pa.Array]:
+        """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised.
+
+        quoted: the file holds a quote, its ids are read from the whole body; eol_added: its last row had no line
+        end (the whole body is read without the one given to it, as the whole file was)."""
         if self.error is not None:
             raise self.error
+        if quoted:
+            return self.pieces, self.bounds, self._whole_ids(eol_added)
+        if self.id_error is not None:
+            raise self.id_error
         ids = pa.chunked_array(self.ids, pa.int64()).combine_chunks()
         return self.pieces, self.bounds, ids
+
+    def _whole_ids(self, eol_added: bool) -> pa.Array:
+        """The ids of the whole body read at once, as ebb3dbd read them (a copy of the file: files with quotes only)."""
+        body = b"".join(self.pieces)
+        if not body:
+            return pa.array([], pa.int64())
+        if eol_added and body.count(b"\n", 0, len(body) - 1):  # more than one row: read without the added line end
+            body = body[:-1]
+        table = pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+        return table.column("f0").combine_chunks()
 
     def _work(self) -> None:
         while (piece := self._queue.get()) is not None:
@@ -257,19 +291,31 @@ class _Index:
                 continue
             try:
                 piece = piece if isinstance(piece, pa.Buffer) else pa.py_buffer(piece)
-                if self.names is None:  # the width of the first row: every row must have it
-                    head = piece.slice(0, min(len(piece), 1 << 16)).to_pybytes().partition(b"\n")[0]
+                bounds = _row_bounds(piece)
+                self.bounds.append(bounds)
+                self.pieces.append(piece)
+            except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
+                self.error = e
+                continue
+            if self.id_error is not None:
+                continue
+            try:
+                if self.names is None:  # the width of the first row, all its cells: every row must have it
+                    head = piece.slice(0, bounds[1].as_py()).to_pybytes()
                     self.names = [f"f{i}" for i in range(head.count(b",") + 1)]
+                elif piece.size >= 3 and piece.slice(0, 3).to_pybytes() == b"\xef\xbb\xbf":
+                    # The reader would skip it as the start of its input: the whole body's reader reads it as
+                    # part of the row's first cell, no integer id
+                    raise pa.ArrowInvalid("a row inside the file starts with a byte order mark: its first cell is "
+                                          "not an integer trade id")
                 table = pacsv.read_csv(
                     pa.BufferReader(piece),
                     read_options=pacsv.ReadOptions(column_names=self.names),
                     parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                     convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
-                self.bounds.append(_row_bounds(piece))
                 self.ids.extend(table.column("f0").chunks)
-                self.pieces.append(piece)
-            except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
-                self.error = e
+            except BaseException as e:  # noqa: BLE001 - raised by result() (unless the whole body is read instead)
+                self.id_error = e
 
 
 _DAY = timedelta(days=1)
@@ -525,7 +571,7 @@ class ArchiveSource:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
                                f"({type(e).__name__}: {e}): not landed") from None
         try:
-            pieces, bounds, ids = index.result()
+            pieces, bounds, ids = index.result(rows.quoted, rows.eol_added)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
