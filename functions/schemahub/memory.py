@@ -39,7 +39,7 @@ def tune_allocator() -> bool:
 def _mallopt(param: int, value: int) -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt  # glibc; musl and macOS have none
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError, ValueError):  # Windows: CDLL(None) is a TypeError
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(param, value) == 1

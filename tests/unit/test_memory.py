@@ -48,3 +48,21 @@ def test_freed_day_sized_buffers_are_reused_once_the_allocator_is_tuned():
     assert default["faults"] > pages // 2, default  # glibc's defaults: the second pass is new memory again
     assert tuned["faults"] < pages // 20, tuned  # tuned: the freed memory is reused
 
+
+
+def test_a_platform_where_ctypes_cannot_open_the_process_itself_is_left_untuned(monkeypatch):
+    # On Windows ctypes.CDLL(None) raises TypeError (CDLL.__init__ tests `"/" in name`): "anywhere else nothing
+    # changes", so tune_allocator() must say False there, not fail every CLI command as an internal error.
+    import ctypes
+
+    from schemahub import memory
+
+    def no_process_handle(name, *a, **kw):
+        if name is None:
+            raise TypeError("argument of type 'NoneType' is not iterable")
+        raise OSError(name)
+
+    monkeypatch.setattr(ctypes, "CDLL", no_process_handle)
+    monkeypatch.setattr(memory, "_tuned", None)
+    assert memory.tune_allocator() is False
+    assert memory.tune_allocator() is False  # and it is not tried again
