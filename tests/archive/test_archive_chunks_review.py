@@ -63,21 +63,19 @@ def test_the_first_rows_width_counts_all_its_cells_however_long_it_is():
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 5, 8, 13, 1 << 20])
-@pytest.mark.parametrize("csv,ids", [
-    (b'5,"a,b",3\n6,"c,d",4\n', [5, 6]),  # a comma in quotes does not start a cell: each row has 3 cells
-    (b'5,1\n6,"', [5, 6]),  # a quote left open at the file's end
-    (b'5,1,"2\n6,1,2\n7,1,2\n8,1,2\n', None),  # a quote left open swallows the rows after it: fewer CSV rows than lines
-    (b'100,1.5,"1.5\n101,1.5,1.5\n102,1.5,1.5\n103,1.5,1.5\n104,1.5,1.5\n', None),
-    (b'5,"1\n2",3\n6,1,2\n', None),  # a line end in quotes: one CSV row over two lines
-], ids=["comma in quotes", "open quote at the end", "open quote", "open quote late", "line end in quotes"])
-def test_quoted_cells_are_read_as_in_the_whole_file_wherever_the_pieces_end(monkeypatch, step, csv, ids):
-    # The CSV reader's quotes run across line ends: a piece read on its own closes them at its end. The rows of a
-    # file with quotes read as the whole file reads them, whatever the boundaries.
+@pytest.mark.parametrize("csv", [
+    b'5,"a,b",3\n6,"c,d",4\n',  # a comma in quotes
+    b'5,1\n6,"',  # a quote left open at the file's end
+    b'5,1,"2\n6,1,2\n7,1,2\n8,1,2\n',  # a quote left open: to a CSV reader it swallows the rows after it
+    b'100,1.5,"1.5\n101,1.5,1.5\n102,1.5,1.5\n103,1.5,1.5\n104,1.5,1.5\n',
+    b'5,"1\n2",3\n6,1,2\n',  # a line end in quotes: one CSV row over two lines
+    b'"5","1.5","2.5","3.75","1736208000000","True","True"\n',  # every cell quoted, each a valid value inside
+], ids=["comma in quotes", "open quote at the end", "open quote", "open quote late", "line end in quotes", "all quoted"])
+def test_a_file_with_quotes_is_unreadable_wherever_the_pieces_end(monkeypatch, step, csv):
+    # Read piece by piece, a quote's cell ran to the piece's end, so the ids depended on where the pieces ended.
+    # Binance prints numbers and True/False, never a quote, and the transform reads archive cells without
+    # quoting: a quoted cell would land and be quarantined ("1.5" is not a decimal). Such a file is refused
+    # whatever the boundaries, and REST pages its day.
     monkeypatch.setattr(archive, "INFLATE_STEP", step)
-    if ids is None:
-        with pytest.raises(ArchiveUnreadable):
-            _unpack(_zip(csv))
-        return
-    lf = _unpack(_zip(csv))
-    assert lf.ids.to_pylist() == ids
-    assert lf.data == csv + (b"" if csv.endswith(b"\n") else b"\n")
+    with pytest.raises(ArchiveUnreadable, match="quote"):
+        _unpack(_zip(csv))

@@ -171,8 +171,7 @@ class _Rows:
         self.held: list = []  # the last piece holding a row, and pieces of blank lines after it (the file's end?)
         self.first = True
         self.header_lines = 0
-        self.quoted = False  # a quote somewhere in the file: its quoted cells may run across pieces
-        self.eol_added = False  # the last row had no line end: finish() gave it one
+        self.quoted = False  # a quote somewhere in the file (Binance's have none): the file is refused
 
     def feed(self, chunk: bytes) -> list:
         """The pieces this chunk completes (held back: the last of them, until a later one shows it is not the end)."""
@@ -199,7 +198,6 @@ class _Rows:
         """The pieces left once the member's last chunk is fed: the last row (with a line end given if it has
         none), without the blank lines after it."""
         out = self._ready([b"".join(self.tail) + b"\n"]) if self.tail else []
-        self.eol_added = bool(self.tail)
         self.tail = []
         if self.held:
             last = self.held[0]
@@ -233,10 +231,10 @@ class _Index:
     """The rows' bounds and trade ids, piece by piece, on a thread of its own (pyarrow releases the GIL) while the
     caller inflates the next chunk. Every row must have the first row's number of cells and an integer id.
 
-    The ids are read as the whole body read at once reads them (ebb3dbd): the CSV reader's column names come from
-    the first row's cells, all of them; a byte order mark is skipped only at the start of the body, where the
-    reader skips it (a later row that starts with one has no integer id); and a file with quotes, whose quoted
-    cells may run across line ends and so across pieces, has its ids read from the whole body at the end."""
+    The ids are read as the whole body read at once reads them: the CSV reader's column names come from the
+    first row's cells, all of them; a byte order mark is skipped only at the start of the body, where the reader
+    skips it (a later row that starts with one has no integer id). Quotes are not read here: a file holding one is
+    refused before this is asked (ArchiveSource._unpack)."""
 
     def __init__(self) -> None:
         self.pieces: list[pa.Buffer] = []
@@ -257,33 +255,14 @@ class _Index:
         self._queue.put(None)
         self._thread.join()
 
-    def result(self, quoted: bool = False, eol_added: bool = False) -> tuple[list[pa.Buffer], list[pa.Array], pa.Array]:
-        """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised.
-
-        quoted: the file holds a quote, its ids are read from the whole body; eol_added: its last row had no line
-        end (the whole body is read without the one given to it, as the whole file was)."""
+    def result(self) -> tuple[list[pa.Buffer], list[pa.Array], pa.Array]:
+        """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised."""
         if self.error is not None:
             raise self.error
-        if quoted:
-            return self.pieces, self.bounds, self._whole_ids(eol_added)
         if self.id_error is not None:
             raise self.id_error
         ids = pa.chunked_array(self.ids, pa.int64()).combine_chunks()
         return self.pieces, self.bounds, ids
-
-    def _whole_ids(self, eol_added: bool) -> pa.Array:
-        """The ids of the whole body read at once, as ebb3dbd read them (a copy of the file: files with quotes only)."""
-        body = b"".join(self.pieces)
-        if not body:
-            return pa.array([], pa.int64())
-        if eol_added and body.count(b"\n", 0, len(body) - 1):  # more than one row: read without the added line end
-            body = body[:-1]
-        table = pacsv.read_csv(
-            pa.BufferReader(body),
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
-        return table.column("f0").combine_chunks()
 
     def _work(self) -> None:
         while (piece := self._queue.get()) is not None:
@@ -314,7 +293,7 @@ class _Index:
                     parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                     convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
                 self.ids.extend(table.column("f0").chunks)
-            except BaseException as e:  # noqa: BLE001 - raised by result() (unless the whole body is read instead)
+            except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
                 self.id_error = e
 
 
@@ -570,8 +549,13 @@ class ArchiveSource:
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, _InflateError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name} matches its checksum but is not a readable zip "
                                f"({type(e).__name__}: {e}): not landed") from None
+        if rows.quoted:
+            # The transform reads archive cells without quoting (as Binance prints them: numbers and True/False), so
+            # a quoted cell would be quarantined, and a quoted line end would make one CSV row of two lines.
+            raise ArchiveUnreadable(f"{self.exchange}: {f.name} holds a quote character (\"), which Binance's trade "
+                                    "files never print: not landed")
         try:
-            pieces, bounds, ids = index.result(rows.quoted, rows.eol_added)
+            pieces, bounds, ids = index.result()
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ArchiveUnreadable(f"{self.exchange}: {f.name}: its first column is not an integer trade id on every "
                                f"row ({str(e)[:200]}): not landed") from None
