@@ -6,8 +6,9 @@ kernel at once, so every buffer is new memory and every 4 KiB page of it a page 
 1.2M trades, a sixth of that day's CPU time on a VM (bench/bench_archive.py). Keeping freed memory for reuse
 cut them to ~16,000 and the path's CPU time by ~10%.
 
-The resident size then stays near its peak instead of shrinking between objects; a run's peak is what it
-sizes its memory for anyway (a Lambda's memory setting, a laptop's free RAM).
+The resident size then stays near its peak instead of shrinking between objects, and the peak itself does not
+grow: 24 transforms of 200k-row objects peaked at 266 MB tuned against 264 MB not (578 MB against 571 MB on 4
+threads). A run's peak is what it sizes its memory for anyway (a Lambda's memory setting, a laptop's free RAM).
 """
 
 from __future__ import annotations
