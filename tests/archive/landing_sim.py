@@ -165,3 +165,47 @@ def check_exactly_once(store, sim: BinanceSim, book: Book, lo: int, hi: int) -> 
     joins = sum(1 for a, b in zip(kinds, kinds[1:]) if a != b)
     return {"objects": len(objs), "archive": kinds.count("archive"), "rest": kinds.count("rest"), "joins": joins,
             "ids": seen}
+
+
+def wall_clock_world(tmp_path, *, days: int, interval_us: int, first_id: int, seed: int, page_size: int,
+                     rows_per_object: int):
+    """For CLI processes on the wall clock: (a book of a trade every interval_us from `days` UTC days ago up to now,
+    a copy of mappings/ with Binance alone, test-sized pages and slices, and fast retries)."""
+    from datetime import timedelta
+
+    import yaml
+
+    from tests.ingest.test_chaos import _mappings
+
+    now = datetime.now(timezone.utc)
+    start = now.date() - timedelta(days=days)
+    n = int((now.timestamp() * 1e6 - _day_us(start)) // interval_us)
+    book = Book(PRODUCT.product_id, first_id=first_id, initial=n, interval_us=interval_us, start_us=_day_us(start),
+                t0=now.timestamp(), seed=seed)
+    mappings = _mappings(tmp_path, page_size=page_size, exchanges=["binance"], products={"binance": [PRODUCT.product_id]})
+    f = mappings / "exchanges" / "binance.yaml"
+    doc = yaml.safe_load(f.read_text())
+    doc["archive"]["source"].update(rows_per_object=rows_per_object,
+                                    retry={"max_attempts": 8, "base_delay_s": 0.02, "max_delay_s": 0.2})
+    f.write_text(yaml.safe_dump(doc))
+    return book, mappings
+
+
+def kill_once(args: list[str], env: dict, ready, jitter: float, rng: random.Random) -> bool:
+    """Start a CLI process, SIGKILL it once ready() holds (then up to jitter seconds later) or within 60 s: not after
+    a fixed time, as a loaded machine can spend seconds importing. Whether it was killed (False: it had ended)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, jitter))
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return killed

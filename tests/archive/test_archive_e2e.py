@@ -7,40 +7,26 @@ publication lag), today is REST's. Whichever way each day comes, every trade is 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
 
 from schemahub.landing import Checkpoints
 from schemahub.query import connect
-from schemahub.sim import BinanceSim, Book
-from schemahub.sim.archive import _day_us
+from schemahub.sim import BinanceSim
 from schemahub.store import open_store
-from tests.archive.landing_sim import PRODUCT, check_exactly_once, utc
-from tests.ingest.test_chaos import _cli, _env, _mappings
+from tests.archive.landing_sim import PRODUCT, check_exactly_once, kill_once, utc, wall_clock_world
+from tests.ingest.test_chaos import _cli, _env
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("chaos")
 def test_killed_runs_backfill_from_the_archive_and_the_table_equals_the_truth(tmp_path):
-    now = datetime.now(timezone.utc)
-    today = now.date()
-    start = today - timedelta(days=3)
-    interval = 20_000_000  # a trade every 20 s: 4,320 a day
-    n = int((now.timestamp() * 1e6 - _day_us(start)) // interval)
-    book = Book(PRODUCT.product_id, first_id=70_000_001, initial=n, interval_us=interval, start_us=_day_us(start),
-                t0=now.timestamp(), seed=33)
-    mappings = _mappings(tmp_path, page_size=200, exchanges=["binance"], products={"binance": [PRODUCT.product_id]})
-    f = mappings / "exchanges" / "binance.yaml"
-    doc = yaml.safe_load(f.read_text())
-    doc["archive"]["source"].update(rows_per_object=200, retry={"max_attempts": 8, "base_delay_s": 0.02, "max_delay_s": 0.2})
-    f.write_text(yaml.safe_dump(doc))
+    book, mappings = wall_clock_world(tmp_path, days=3, interval_us=20_000_000, first_id=70_000_001, seed=33,
+                                      page_size=200, rows_per_object=200)  # a trade every 20 s: 4,320 a day
+    today = datetime.now(timezone.utc).date()
     since = utc(today - timedelta(days=2))
     uri = str(tmp_path / "data")
     store = open_store(uri)
@@ -52,17 +38,8 @@ def test_killed_runs_backfill_from_the_archive_and_the_table_equals_the_truth(tm
         for _ in range(10):
             if kills >= 3:
                 break
-            proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # Killed once objects are landing and being transformed (a marker more than before).
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline and \
-                    sum(1 for _ in store.list("transformed/")) <= marked:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.05))
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                kills += 1
-            proc.wait()
+            kills += kill_once(run, env, lambda: sum(1 for _ in store.list("transformed/")) > marked, 0.05, rng)
             marked = sum(1 for _ in store.list("transformed/"))
         assert kills >= 2, kills
         head = book.head()

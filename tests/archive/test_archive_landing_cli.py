@@ -3,39 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
 
 from schemahub.landing import Checkpoints
-from schemahub.sim import BinanceSim, Book
-from schemahub.sim.archive import _day_us
+from schemahub.sim import BinanceSim
 from schemahub.store import open_store
-from tests.archive.landing_sim import PRODUCT, check_exactly_once, utc
-from tests.ingest.test_chaos import _cli, _env, _mappings
+from tests.archive.landing_sim import PRODUCT, check_exactly_once, kill_once, utc, wall_clock_world
+from tests.ingest.test_chaos import _cli, _env
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("chaos")
 def test_killed_cli_backfills_take_published_days_from_the_archive_and_land_every_trade_once(tmp_path):
-    now = datetime.now(timezone.utc)
-    today = now.date()
-    start = today - timedelta(days=4)
-    interval = 10_000_000  # a trade every 10 s: ~35,000 trades in 4 days
-    n = int((now.timestamp() * 1e6 - _day_us(start)) // interval)
-    book = Book(PRODUCT.product_id, first_id=90_000_001, initial=n, interval_us=interval, start_us=_day_us(start),
-                t0=now.timestamp(), seed=21)
-    mappings = _mappings(tmp_path, page_size=100, exchanges=["binance"], products={"binance": [PRODUCT.product_id]})
-    f = mappings / "exchanges" / "binance.yaml"
-    doc = yaml.safe_load(f.read_text())
-    doc["archive"]["source"].update(rows_per_object=700, retry={"max_attempts": 8, "base_delay_s": 0.02, "max_delay_s": 0.2})
-    f.write_text(yaml.safe_dump(doc))
+    book, mappings = wall_clock_world(tmp_path, days=4, interval_us=10_000_000, first_id=90_000_001, seed=21,
+                                      page_size=100, rows_per_object=700)  # a trade every 10 s: ~35,000 in 4 days
+    today = datetime.now(timezone.utc).date()
     since = utc(today - timedelta(days=2))
     uri = str(tmp_path / "data")
     rng = random.Random(7)
@@ -49,17 +35,8 @@ def test_killed_cli_backfills_take_published_days_from_the_archive_and_land_ever
         for _ in range(12):
             if kills >= 4:
                 break
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            # Kill once the run is landing (an object more than before), not after a fixed time: a loaded machine
-            # can spend seconds importing before the first request.
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline and sum(1 for _ in store.list("raw/")) <= objects:
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 0.6))
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                kills += 1
-            proc.wait()
+            # Killed once the run is landing (an object more than before).
+            kills += kill_once(args, env, lambda: sum(1 for _ in store.list("raw/")) > objects, 0.6, rng)
             now_objects = sum(1 for _ in store.list("raw/"))
             grew += now_objects > objects
             objects = now_objects
