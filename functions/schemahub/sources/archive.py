@@ -240,8 +240,7 @@ class _Index:
         self.pieces: list[pa.Buffer] = []
         self.bounds: list[pa.Array] = []
         self.ids: list[pa.Array] = []
-        self.error: BaseException | None = None  # the pieces could not be indexed
-        self.id_error: BaseException | None = None  # some piece's ids could not be read (piece by piece)
+        self.error: BaseException | None = None  # a piece could not be indexed: the rest are skipped
         self.names: list[str] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="archive-rows", daemon=True)
@@ -259,8 +258,6 @@ class _Index:
         """(pieces, their row bounds, every row's id as one int64 array); raises what indexing raised."""
         if self.error is not None:
             raise self.error
-        if self.id_error is not None:
-            raise self.id_error
         ids = pa.chunked_array(self.ids, pa.int64()).combine_chunks()
         return self.pieces, self.bounds, ids
 
@@ -271,14 +268,6 @@ class _Index:
             try:
                 piece = piece if isinstance(piece, pa.Buffer) else pa.py_buffer(piece)
                 bounds = _row_bounds(piece)
-                self.bounds.append(bounds)
-                self.pieces.append(piece)
-            except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
-                self.error = e
-                continue
-            if self.id_error is not None:
-                continue
-            try:
                 if self.names is None:  # the width of the first row, all its cells: every row must have it
                     head = piece.slice(0, bounds[1].as_py()).to_pybytes()
                     self.names = [f"f{i}" for i in range(head.count(b",") + 1)]
@@ -292,9 +281,11 @@ class _Index:
                     read_options=pacsv.ReadOptions(column_names=self.names),
                     parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
                     convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.int64()}))
+                self.pieces.append(piece)
+                self.bounds.append(bounds)
                 self.ids.extend(table.column("f0").chunks)
             except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
-                self.id_error = e
+                self.error = e
 
 
 _DAY = timedelta(days=1)
